@@ -1,0 +1,314 @@
+//! Tape autograd.
+//!
+//! A [`Tape`] in train mode records, for every op whose inputs need a
+//! gradient, a node holding the ids of those inputs and a closure that maps
+//! the output's gradient to the inputs' gradients (the closure owns, through
+//! `Rc`s, exactly the tensors its backward needs). [`Tape::backward`] walks
+//! the nodes in reverse creation order, which is a topological order, and
+//! adds up every contribution a node receives, so a value used twice (a
+//! residual shortcut, a dense block's concatenation) gets both.
+//!
+//! In eval mode the tape records nothing: every [`Var`] is a constant,
+//! intermediate values are freed as soon as the model drops them, and no
+//! gradient memory exists.
+//!
+//! Ops that do not change from step to step (shapes, windows) are captured by
+//! value; the tensors live in `Rc`s shared between the forward values and the
+//! closures, so recording copies no data.
+
+use crate::float::Float;
+use crate::ops::{self, batchnorm::BatchStats, Window};
+use crate::tensor::Tensor;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// A value in a computation: its tensor, and its node on the tape if a
+/// gradient flows to it.
+#[derive(Clone, Debug)]
+pub struct Var<T> {
+    value: Rc<Tensor<T>>,
+    id: Option<usize>,
+}
+
+impl<T: Float> Var<T> {
+    /// A value no gradient flows to (input images, running statistics).
+    pub fn constant(value: Tensor<T>) -> Self {
+        Var {
+            value: Rc::new(value),
+            id: None,
+        }
+    }
+    pub fn value(&self) -> &Tensor<T> {
+        &self.value
+    }
+    pub fn shape(&self) -> &[usize] {
+        self.value.shape()
+    }
+    pub fn requires_grad(&self) -> bool {
+        self.id.is_some()
+    }
+}
+
+/// Maps the output gradient to one gradient per input; `wanted[i]` says
+/// whether input `i` needs one (it may return None where not).
+type BackwardFn<T> = Box<dyn FnOnce(&Tensor<T>, &[bool]) -> Vec<Option<Tensor<T>>>>;
+
+struct Node<T> {
+    inputs: Vec<Option<usize>>,
+    /// None for leaves (parameters), and for nodes already differentiated.
+    backward: Option<BackwardFn<T>>,
+}
+
+pub struct Tape<T> {
+    recording: bool,
+    nodes: RefCell<Vec<Node<T>>>,
+    names: RefCell<Vec<(String, usize)>>,
+}
+
+/// Gradients from one backward pass.
+pub struct Grads<T> {
+    by_node: Vec<Option<Tensor<T>>>,
+    names: Vec<(String, usize)>,
+}
+
+impl<T: Float> Grads<T> {
+    /// The gradient of a leaf created by [`Tape::param`] or [`Tape::leaf`];
+    /// None when nothing flowed to it.
+    pub fn of(&self, var: &Var<T>) -> Option<&Tensor<T>> {
+        self.by_node[var.id?].as_ref()
+    }
+
+    /// The gradient of the parameter called `name`, if any flowed to it.
+    pub fn get(&self, name: &str) -> Option<&Tensor<T>> {
+        let (_, id) = self.names.iter().find(|(n, _)| n == name)?;
+        self.by_node[*id].as_ref()
+    }
+}
+
+impl<T: Float> Tape<T> {
+    /// A tape that records (train mode).
+    pub fn new() -> Self {
+        Tape {
+            recording: true,
+            nodes: RefCell::default(),
+            names: RefCell::default(),
+        }
+    }
+
+    /// A tape that records nothing (eval mode).
+    pub fn no_grad() -> Self {
+        Tape {
+            recording: false,
+            ..Self::new()
+        }
+    }
+
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
+    fn push(&self, inputs: Vec<Option<usize>>, backward: Option<BackwardFn<T>>) -> usize {
+        let mut nodes = self.nodes.borrow_mut();
+        nodes.push(Node { inputs, backward });
+        nodes.len() - 1
+    }
+
+    /// A named parameter: a leaf whose gradient [`Grads::get`] returns.
+    /// On a non-recording tape it is a plain constant.
+    pub fn param(&self, name: &str, value: Rc<Tensor<T>>) -> Var<T> {
+        if !self.recording {
+            return Var { value, id: None };
+        }
+        let id = self.push(Vec::new(), None);
+        self.names.borrow_mut().push((name.to_string(), id));
+        Var { value, id: Some(id) }
+    }
+
+    /// An unnamed leaf that wants a gradient (for checks on op inputs).
+    pub fn leaf(&self, value: Tensor<T>) -> Var<T> {
+        let id = self.recording.then(|| self.push(Vec::new(), None));
+        Var {
+            value: Rc::new(value),
+            id,
+        }
+    }
+
+    /// Records `value = op(inputs)` with its backward, if any input needs a
+    /// gradient and the tape records.
+    fn record(
+        &self,
+        value: Rc<Tensor<T>>,
+        inputs: &[&Var<T>],
+        backward: impl FnOnce(&Tensor<T>, &[bool]) -> Vec<Option<Tensor<T>>> + 'static,
+    ) -> Var<T> {
+        let ids: Vec<Option<usize>> = inputs.iter().map(|v| v.id).collect();
+        if !self.recording || ids.iter().all(Option::is_none) {
+            return Var { value, id: None };
+        }
+        let id = self.push(ids, Some(Box::new(backward)));
+        Var { value, id: Some(id) }
+    }
+
+    /// Backward from a scalar: d`loss`/d(every leaf).
+    pub fn backward(&self, loss: &Var<T>) -> Grads<T> {
+        assert_eq!(
+            loss.value.numel(),
+            1,
+            "backward() needs a scalar loss; use backward_with"
+        );
+        self.backward_with(loss, Tensor::full(loss.shape(), T::one()))
+    }
+
+    /// Backward seeded with `seed` = dL/d`out` for some implicit scalar L.
+    /// Consumes the recorded closures: one backward per tape.
+    pub fn backward_with(&self, out: &Var<T>, seed: Tensor<T>) -> Grads<T> {
+        assert_eq!(seed.shape(), out.shape(), "seed gradient shape");
+        let mut nodes = self.nodes.borrow_mut();
+        let mut grads: Vec<Option<Tensor<T>>> = (0..nodes.len()).map(|_| None).collect();
+        let Some(out_id) = out.id else {
+            return Grads {
+                by_node: grads,
+                names: self.names.borrow().clone(),
+            };
+        };
+        grads[out_id] = Some(seed);
+        for id in (0..=out_id).rev() {
+            let node = &mut nodes[id];
+            let Some(backward) = node.backward.take() else { continue };
+            // An interior node's gradient is consumed here; leaves keep theirs.
+            let Some(g) = grads[id].take() else { continue };
+            let wanted: Vec<bool> = node.inputs.iter().map(Option::is_some).collect();
+            let input_grads = backward(&g, &wanted);
+            for (input, ig) in node.inputs.iter().zip(input_grads) {
+                if let (Some(input), Some(ig)) = (input, ig) {
+                    match &mut grads[*input] {
+                        Some(acc) => acc.add_assign(&ig),
+                        slot => *slot = Some(ig),
+                    }
+                }
+            }
+        }
+        Grads {
+            by_node: grads,
+            names: self.names.borrow().clone(),
+        }
+    }
+
+    // ----- ops -----
+
+    pub fn conv2d(&self, x: &Var<T>, w: &Var<T>, b: Option<&Var<T>>, win: Window) -> Var<T> {
+        let y = ops::conv::forward(&x.value, &w.value, b.map(|b| &*b.value), &win);
+        let (xv, wv) = (x.value.clone(), w.value.clone());
+        let mut inputs = vec![x, w];
+        inputs.extend(b);
+        self.record(Rc::new(y), &inputs, move |dy, wanted| {
+            let mut g = vec![
+                wanted[0].then(|| ops::conv::backward_data(dy, xv.shape(), &wv, &win)),
+                wanted[1].then(|| ops::conv::backward_weight(dy, &xv, wv.shape(), &win)),
+            ];
+            if wanted.len() == 3 {
+                g.push(wanted[2].then(|| ops::conv::backward_bias(dy)));
+            }
+            g
+        })
+    }
+
+    /// Train-mode batch norm; also returns the batch statistics.
+    pub fn batch_norm_train(&self, x: &Var<T>, scale: &Var<T>, bias: &Var<T>) -> (Var<T>, Rc<BatchStats<T>>) {
+        let (y, stats) = ops::batchnorm::forward_train(&x.value, &scale.value, &bias.value);
+        let stats = Rc::new(stats);
+        let y = self.batch_norm_record(y, x, scale, bias, stats.clone(), true);
+        (y, stats)
+    }
+
+    /// Eval-mode batch norm with the running statistics.
+    pub fn batch_norm_eval(&self, x: &Var<T>, scale: &Var<T>, bias: &Var<T>, running: BatchStats<T>) -> Var<T> {
+        let y = ops::batchnorm::forward_eval(&x.value, &scale.value, &bias.value, &running.mean, &running.var);
+        self.batch_norm_record(y, x, scale, bias, Rc::new(running), false)
+    }
+
+    fn batch_norm_record(
+        &self,
+        y: Tensor<T>,
+        x: &Var<T>,
+        scale: &Var<T>,
+        bias: &Var<T>,
+        stats: Rc<BatchStats<T>>,
+        train: bool,
+    ) -> Var<T> {
+        let (xv, sv) = (x.value.clone(), scale.value.clone());
+        self.record(Rc::new(y), &[x, scale, bias], move |dy, _| {
+            let (dx, ds, db) = ops::batchnorm::backward(dy, &xv, &sv, &stats, train);
+            vec![Some(dx), Some(ds), Some(db)]
+        })
+    }
+
+    pub fn relu(&self, x: &Var<T>) -> Var<T> {
+        let y = Rc::new(ops::elementwise::relu(&x.value));
+        let saved = y.clone();
+        self.record(y, &[x], move |dy, _| {
+            vec![Some(ops::elementwise::relu_backward(dy, &saved))]
+        })
+    }
+
+    pub fn add(&self, a: &Var<T>, b: &Var<T>) -> Var<T> {
+        let y = ops::elementwise::add(&a.value, &b.value);
+        self.record(Rc::new(y), &[a, b], |dy, _| vec![Some(dy.clone()), Some(dy.clone())])
+    }
+
+    pub fn max_pool(&self, x: &Var<T>, win: Window) -> Var<T> {
+        let (y, argmax) = ops::pool::max_forward(&x.value, &win);
+        let x_shape = x.shape().to_vec();
+        self.record(Rc::new(y), &[x], move |dy, _| {
+            vec![Some(ops::pool::max_backward(dy, &argmax, &x_shape))]
+        })
+    }
+
+    pub fn avg_pool(&self, x: &Var<T>, win: Window) -> Var<T> {
+        let y = ops::pool::avg_forward(&x.value, &win);
+        let x_shape = x.shape().to_vec();
+        self.record(Rc::new(y), &[x], move |dy, _| {
+            vec![Some(ops::pool::avg_backward(dy, &x_shape, &win))]
+        })
+    }
+
+    pub fn mean_hw(&self, x: &Var<T>) -> Var<T> {
+        let y = ops::reduce::mean_hw(&x.value);
+        let x_shape = x.shape().to_vec();
+        self.record(Rc::new(y), &[x], move |dy, _| {
+            vec![Some(ops::reduce::mean_hw_backward(dy, &x_shape))]
+        })
+    }
+
+    pub fn dense(&self, x: &Var<T>, w: &Var<T>, b: &Var<T>) -> Var<T> {
+        let y = ops::dense::forward(&x.value, &w.value, &b.value);
+        let (xv, wv) = (x.value.clone(), w.value.clone());
+        self.record(Rc::new(y), &[x, w, b], move |dy, _| {
+            let (dx, dw, db) = ops::dense::backward(dy, &xv, &wv);
+            vec![Some(dx), Some(dw), Some(db)]
+        })
+    }
+
+    pub fn concat(&self, parts: &[&Var<T>]) -> Var<T> {
+        let y = ops::concat::forward(&parts.iter().map(|p| &*p.value).collect::<Vec<_>>());
+        let widths: Vec<usize> = parts.iter().map(|p| *p.shape().last().expect("4-D")).collect();
+        self.record(Rc::new(y), parts, move |dy, _| {
+            ops::concat::backward(dy, &widths).into_iter().map(Some).collect()
+        })
+    }
+
+    /// Mean softmax cross-entropy: a scalar.
+    pub fn cross_entropy(&self, logits: &Var<T>, labels: &[u32]) -> Var<T> {
+        let loss = Rc::new(Tensor::scalar(ops::loss::cross_entropy(&logits.value, labels)));
+        let (lv, labels) = (logits.value.clone(), labels.to_vec());
+        self.record(loss, &[logits], move |dl, _| {
+            vec![Some(ops::loss::cross_entropy_backward(&lv, &labels, dl.item()))]
+        })
+    }
+}
+
+impl<T: Float> Default for Tape<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,73 @@
+//! Softmax cross-entropy with integer labels (mean over the batch), and
+//! accuracy.
+
+use crate::float::Float;
+use crate::tensor::Tensor;
+
+fn rows<'a, T: Float>(logits: &'a Tensor<T>, labels: &[u32]) -> std::slice::Chunks<'a, T> {
+    let &[n, k] = logits.shape() else {
+        panic!("logits must be [n, classes], got {:?}", logits.shape())
+    };
+    assert_eq!(labels.len(), n, "{n} logits rows but {} labels", labels.len());
+    assert!(labels.iter().all(|&l| (l as usize) < k), "label out of range 0..{k}");
+    logits.data().chunks(k)
+}
+
+/// Per-row log-softmax, in f64.
+fn log_softmax<T: Float>(row: &[T]) -> impl Iterator<Item = f64> + '_ {
+    let max = row.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.f64()));
+    let lse = max + row.iter().map(|v| (v.f64() - max).exp()).sum::<f64>().ln();
+    row.iter().map(move |v| v.f64() - lse)
+}
+
+/// Mean over the batch of `-log softmax(logits)[label]`.
+pub fn cross_entropy<T: Float>(logits: &Tensor<T>, labels: &[u32]) -> T {
+    let total: f64 = rows(logits, labels)
+        .zip(labels)
+        .map(|(row, &l)| -log_softmax(row).nth(l as usize).expect("label checked"))
+        .sum();
+    T::of(total / labels.len() as f64)
+}
+
+/// d loss / d logits, scaled by `dloss`: `(softmax - onehot) * dloss / n`.
+pub fn cross_entropy_backward<T: Float>(logits: &Tensor<T>, labels: &[u32], dloss: T) -> Tensor<T> {
+    let scale = dloss.f64() / labels.len() as f64;
+    let grad = rows(logits, labels)
+        .zip(labels)
+        .flat_map(|(row, &l)| {
+            log_softmax(row)
+                .enumerate()
+                .map(move |(j, lp)| T::of((lp.exp() - if j == l as usize { 1.0 } else { 0.0 }) * scale))
+        })
+        .collect();
+    Tensor::new(logits.shape(), grad)
+}
+
+/// Index of the largest value in a row (the first one on ties).
+fn argmax_row<T: Float>(row: &[T]) -> u32 {
+    let mut best = 0;
+    for (j, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = j;
+        }
+    }
+    best as u32
+}
+
+/// The predicted class of every row.
+pub fn argmax<T: Float>(logits: &Tensor<T>) -> Vec<u32> {
+    logits.data().chunks(logits.shape()[1]).map(argmax_row).collect()
+}
+
+/// How many rows' largest logit is the label.
+pub fn correct<T: Float>(logits: &Tensor<T>, labels: &[u32]) -> usize {
+    rows(logits, labels)
+        .zip(labels)
+        .filter(|(row, &l)| argmax_row(row) == l)
+        .count()
+}
+
+/// Fraction of rows whose largest logit is the label.
+pub fn accuracy<T: Float>(logits: &Tensor<T>, labels: &[u32]) -> f64 {
+    correct(logits, labels) as f64 / labels.len() as f64
+}
