@@ -107,6 +107,15 @@ impl<T: Float> Tape<T> {
         self.recording
     }
 
+    /// How many nodes the tape holds (0 for an eval-mode tape).
+    pub fn len(&self) -> usize {
+        self.nodes.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn push(&self, inputs: Vec<Option<usize>>, backward: Option<BackwardFn<T>>) -> usize {
         let mut nodes = self.nodes.borrow_mut();
         nodes.push(Node { inputs, backward });
