@@ -11,6 +11,7 @@
 pub mod autograd;
 pub mod cuda;
 pub mod float;
+pub mod models;
 pub mod ops;
 pub mod tensor;
 
