@@ -14,6 +14,7 @@ pub mod float;
 pub mod models;
 pub mod ops;
 pub mod tensor;
+pub mod tensorboard;
 
 pub use autograd::{Grads, Tape, Var};
 pub use float::Float;
