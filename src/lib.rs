@@ -6,13 +6,19 @@
 //!   reference backend, generic over `f32`/`f64`.
 //! - [`autograd`]: the tape that records ops in train mode and runs their
 //!   backwards.
+//! - [`optim`]: the optax optimiser chains (clip, SGD/Adam/AdamW, LR schedule).
+//! - [`checkpoint`]: safetensors checkpoints and the tutorial's Flax msgpack ones.
+//! - [`fixtures`]: where tests find the shared reference fixtures.
 //! - [`cuda`]: GPU discovery and the PTX modules `build.rs` embedded.
 
 pub mod autograd;
+pub mod checkpoint;
 pub mod cuda;
+pub mod fixtures;
 pub mod float;
 pub mod models;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
 pub mod tensorboard;
 

@@ -1,0 +1,220 @@
+//! Checkpoint reading and writing: the tutorial's Flax checkpoints against the
+//! fixtures' copies of them, our safetensors round trip, and damaged files.
+
+use cifar_kern::checkpoint::{self, CheckpointError, Problem, SafetensorsFile};
+use cifar_kern::fixtures::fixtures_dir;
+use cifar_kern::Tensor;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+const MODELS: [&str; 4] = ["GoogleNet", "ResNet", "PreActResNet", "DenseNet"];
+
+/// The checkpoint part (`params/*`, `batch_stats/*`) of a fixture file.
+fn fixture_checkpoint(path: &Path) -> BTreeMap<String, Tensor<f32>> {
+    let file = SafetensorsFile::open(path).unwrap();
+    let mut tensors = file.tensors::<f32>("params/").unwrap();
+    tensors.extend(file.tensors::<f32>("batch_stats/").unwrap());
+    tensors
+}
+
+fn assert_bit_identical(got: &BTreeMap<String, Tensor<f32>>, want: &BTreeMap<String, Tensor<f32>>, what: &str) {
+    assert!(got.keys().eq(want.keys()), "{what}: names differ");
+    for (name, w) in want {
+        let g = &got[name];
+        assert_eq!(g.shape(), w.shape(), "{what}: shape of {name}");
+        let same_bits = g.data().iter().zip(w.data()).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same_bits, "{what}: values of {name}");
+    }
+}
+
+#[test]
+fn flax_checkpoints_match_fixture_tensors() {
+    let Some(dir) = fixtures_dir() else { return };
+    for model in MODELS {
+        let flax = checkpoint::read_flax_msgpack(&dir.join(format!("flax/{model}.ckpt"))).unwrap();
+        let want = fixture_checkpoint(&dir.join(format!("flax/{model}.safetensors")));
+        assert!(want.len() > 100, "{model}: only {} fixture tensors", want.len());
+        assert_bit_identical(&flax, &want, model);
+        // `load_any` recognises the Flax format by content.
+        let (any, metadata) = checkpoint::load_any(&dir.join(format!("flax/{model}.ckpt"))).unwrap();
+        assert_bit_identical(&any, &want, model);
+        assert!(metadata.is_empty());
+    }
+}
+
+#[test]
+fn fixture_files_read_as_f64_and_i64() {
+    let Some(dir) = fixtures_dir() else { return };
+    let file = SafetensorsFile::open(&dir.join("flax/ResNet.safetensors")).unwrap();
+    let inputs = file.tensor::<f64>("inputs").unwrap();
+    assert_eq!(inputs.shape(), &[16, 32, 32, 3]);
+    let (shape, labels) = file.i64_tensor("labels").unwrap();
+    assert_eq!(shape, vec![16]);
+    assert!(labels.iter().all(|&l| (0..10).contains(&l)));
+    // Labels are no floats, inputs no integers; a missing name is named.
+    assert!(matches!(
+        file.tensor::<f32>("labels").unwrap_err().problem,
+        Problem::Dtype { .. }
+    ));
+    assert!(matches!(
+        file.i64_tensor("inputs").unwrap_err().problem,
+        Problem::Dtype { .. }
+    ));
+    let missing = file.tensor::<f32>("params/Nope").unwrap_err();
+    assert!(missing.to_string().contains("params/Nope"), "{missing}");
+}
+
+#[test]
+fn save_load_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ckpt.safetensors");
+    let tensors = BTreeMap::from([
+        (
+            "params/Conv_0/kernel".to_string(),
+            Tensor::new(&[1, 1, 2, 3], vec![1.5, -0.0, f32::MIN_POSITIVE, 3.0, -7.25, 1e-30]),
+        ),
+        ("opt/step".to_string(), Tensor::scalar(42.0)),
+        ("batch_stats/BatchNorm_0/var".to_string(), Tensor::new(&[0], vec![])),
+    ]);
+    let metadata = BTreeMap::from([
+        ("model".to_string(), "ResNet".to_string()),
+        ("epoch".to_string(), "7".to_string()),
+    ]);
+    checkpoint::save(&path, &tensors, &metadata).unwrap();
+    // Saving over an existing checkpoint replaces it and leaves no temp file behind.
+    checkpoint::save(&path, &tensors, &metadata).unwrap();
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    let (loaded, loaded_metadata) = checkpoint::load(&path).unwrap();
+    assert_bit_identical(&loaded, &tensors, "round trip");
+    assert_eq!(loaded_metadata, metadata);
+    let (any, any_metadata) = checkpoint::load_any(&path).unwrap();
+    assert_bit_identical(&any, &tensors, "load_any");
+    assert_eq!(any_metadata, metadata);
+}
+
+#[test]
+fn save_into_missing_folder_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no/such/folder/ckpt.safetensors");
+    let err = checkpoint::save(&path, &BTreeMap::new(), &BTreeMap::new()).unwrap_err();
+    assert!(matches!(err.problem, Problem::Io(_)));
+    assert!(err.to_string().contains("ckpt.safetensors"), "{err}");
+}
+
+/// Writes `bytes` to a file and reads it back with `read`.
+fn read_damaged<T>(bytes: &[u8], read: impl Fn(&Path) -> Result<T, CheckpointError>) -> CheckpointError {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged");
+    fs::write(&path, bytes).unwrap();
+    let err = read(&path).err().expect("a damaged file must not load");
+    assert_eq!(err.path, path);
+    assert!(err.to_string().contains("damaged"), "{err}");
+    err
+}
+
+#[test]
+fn damaged_safetensors_files_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.safetensors");
+    let tensors = BTreeMap::from([("w".to_string(), Tensor::new(&[4], vec![1.0f32, 2.0, 3.0, 4.0]))]);
+    checkpoint::save(&path, &tensors, &BTreeMap::new()).unwrap();
+    let good = fs::read(&path).unwrap();
+    for cut in [0, 5, 8, 20, good.len() - 1] {
+        let err = read_damaged(&good[..cut], checkpoint::load);
+        assert!(matches!(err.problem, Problem::NotSafetensors(_)), "cut at {cut}: {err}");
+    }
+    let mut garbage = good.clone();
+    garbage[8..16].copy_from_slice(b"not json");
+    read_damaged(&garbage, checkpoint::load);
+    assert!(matches!(
+        read_damaged(b"", checkpoint::load_any).problem,
+        Problem::NotMsgpack(_)
+    ));
+}
+
+/// A Flax array leaf: ext type 1 holding the msgpack triple (shape, dtype, bytes).
+fn flax_leaf(shape: &[u64], dtype: &str, data: Vec<u8>) -> rmpv::Value {
+    let triple = rmpv::Value::Array(vec![
+        rmpv::Value::Array(shape.iter().map(|&d| d.into()).collect()),
+        dtype.into(),
+        rmpv::Value::Binary(data),
+    ]);
+    let mut payload = Vec::new();
+    rmpv::encode::write_value(&mut payload, &triple).unwrap();
+    rmpv::Value::Ext(1, payload)
+}
+
+fn flax_file(leaf: rmpv::Value) -> Vec<u8> {
+    let dict = rmpv::Value::Map(vec![(
+        "params".into(),
+        rmpv::Value::Map(vec![("Dense_0".into(), rmpv::Value::Map(vec![("bias".into(), leaf)]))]),
+    )]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &dict).unwrap();
+    bytes
+}
+
+#[test]
+fn flax_float64_arrays_are_converted() {
+    let values = [0.1f64, -2.5, 1e300];
+    let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f64.ckpt");
+    fs::write(&path, flax_file(flax_leaf(&[3], "float64", data))).unwrap();
+    let tensors = checkpoint::read_flax_msgpack(&path).unwrap();
+    let bias = &tensors["params/Dense_0/bias"];
+    assert_eq!(bias.shape(), &[3]);
+    assert_eq!(bias.data(), &[0.1f32, -2.5, f32::INFINITY]);
+}
+
+#[test]
+fn damaged_flax_files_are_errors() {
+    let four_floats = vec![0u8; 16];
+    let good = flax_file(flax_leaf(&[4], "float32", four_floats.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let good_path = dir.path().join("good.ckpt");
+    fs::write(&good_path, &good).unwrap();
+    let tensors = checkpoint::read_flax_msgpack(&good_path).unwrap();
+    assert_eq!(tensors["params/Dense_0/bias"].shape(), &[4]);
+
+    for cut in [1, good.len() / 2, good.len() - 1] {
+        let err = read_damaged(&good[..cut], checkpoint::read_flax_msgpack);
+        assert!(matches!(err.problem, Problem::NotMsgpack(_)), "cut at {cut}: {err}");
+    }
+    let err = read_damaged(
+        &flax_file(flax_leaf(&[4], "int32", four_floats.clone())),
+        checkpoint::read_flax_msgpack,
+    );
+    assert!(
+        matches!(&err.problem, Problem::Dtype { found, .. } if found == "int32"),
+        "{err}"
+    );
+    let err = read_damaged(
+        &flax_file(flax_leaf(&[5], "float32", four_floats.clone())),
+        checkpoint::read_flax_msgpack,
+    );
+    assert!(
+        matches!(
+            err.problem,
+            Problem::ByteCount {
+                expected: 20,
+                found: 16,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = read_damaged(&flax_file(rmpv::Value::F32(1.0)), checkpoint::read_flax_msgpack);
+    assert!(matches!(err.problem, Problem::Malformed(_)), "{err}");
+    let err = read_damaged(
+        &flax_file(flax_leaf(&[u64::MAX, 4], "float32", four_floats)),
+        checkpoint::read_flax_msgpack,
+    );
+    assert!(matches!(err.problem, Problem::Malformed(_)), "{err}");
+    let mut trailing = good.clone();
+    trailing.push(0);
+    let err = read_damaged(&trailing, checkpoint::read_flax_msgpack);
+    assert!(matches!(err.problem, Problem::Malformed(_)), "{err}");
+}
