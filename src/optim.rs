@@ -14,6 +14,7 @@
 //! `opt/mu/<name>`, `opt/nu/<name>` and `opt/step`, to travel in checkpoints.
 
 use crate::float::Float;
+use crate::models::ModelKind;
 use crate::tensor::Tensor;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -80,26 +81,24 @@ pub struct OptimizerConfig {
 }
 
 impl OptimizerConfig {
-    /// The tutorial's choice for `model_name` (case-insensitive) trained for
-    /// `epochs`: AdamW lr 1e-3 for GoogleNet and DenseNet, SGD lr 0.1 with
-    /// momentum 0.9 for ResNet and PreActResNet, weight decay 1e-4 for all.
-    /// `None` for an unknown model.
-    pub fn for_model(model_name: &str, epochs: usize) -> Option<Self> {
-        let (kind, base_lr) = match model_name.to_ascii_lowercase().as_str() {
-            "googlenet" | "densenet" => (OptimizerKind::AdamW { weight_decay: 1e-4 }, 1e-3),
-            "resnet" | "preactresnet" => (
+    /// The tutorial's choice for `model` over `total_steps` updates: AdamW
+    /// lr 1e-3 for GoogleNet and DenseNet, SGD lr 0.1 with momentum 0.9 for
+    /// ResNet and PreActResNet, weight decay 1e-4 for all.
+    pub fn for_model(model: ModelKind, total_steps: usize) -> Self {
+        let (kind, base_lr) = match model {
+            ModelKind::GoogleNet | ModelKind::DenseNet => (OptimizerKind::AdamW { weight_decay: 1e-4 }, 1e-3),
+            ModelKind::ResNet | ModelKind::PreActResNet => (
                 OptimizerKind::Sgd {
                     momentum: 0.9,
                     weight_decay: 1e-4,
                 },
                 0.1,
             ),
-            _ => return None,
         };
-        Some(OptimizerConfig {
+        OptimizerConfig {
             kind,
-            schedule: LrSchedule::tutorial(base_lr, STEPS_PER_EPOCH * epochs),
-        })
+            schedule: LrSchedule::tutorial(base_lr, total_steps),
+        }
     }
 }
 
@@ -337,20 +336,19 @@ mod tests {
     fn tutorial_schedule_boundaries() {
         let ten_epochs = LrSchedule::tutorial(0.1, 10 * STEPS_PER_EPOCH);
         assert_eq!(ten_epochs.boundaries, vec![2106, 2983]);
-        let full = OptimizerConfig::for_model("ResNet", 200).unwrap();
+        let full = OptimizerConfig::for_model(ModelKind::ResNet, 200 * STEPS_PER_EPOCH);
         assert_eq!(full.schedule.boundaries, vec![42120, 59670]);
         assert_eq!(full.schedule.at(42119), 0.1);
         assert_eq!(full.schedule.at(42120), 0.1 * 0.1);
         assert_eq!(full.schedule.at(59670), 0.1 * 0.1 * 0.1);
-        assert!(OptimizerConfig::for_model("vgg", 200).is_none());
     }
 
     #[test]
     fn model_defaults() {
-        let adamw = OptimizerConfig::for_model("densenet", 1).unwrap();
+        let adamw = OptimizerConfig::for_model(ModelKind::DenseNet, STEPS_PER_EPOCH);
         assert_eq!(adamw.kind, OptimizerKind::AdamW { weight_decay: 1e-4 });
         assert_eq!(adamw.schedule.base_lr, 1e-3);
-        let sgd = OptimizerConfig::for_model("PreActResNet", 1).unwrap();
+        let sgd = OptimizerConfig::for_model(ModelKind::PreActResNet, STEPS_PER_EPOCH);
         assert_eq!(
             sgd.kind,
             OptimizerKind::Sgd {
@@ -365,8 +363,8 @@ mod tests {
     /// state ends exactly where the uninterrupted run does.
     #[test]
     fn state_round_trip_resumes_exactly() {
-        for model in ["resnet", "googlenet"] {
-            let config = OptimizerConfig::for_model(model, 1).unwrap();
+        for model in [ModelKind::ResNet, ModelKind::GoogleNet] {
+            let config = OptimizerConfig::for_model(model, STEPS_PER_EPOCH);
             let mut straight_params = params();
             let mut straight = Optimizer::new(config.clone(), &straight_params);
             for s in 0..3 {
@@ -391,12 +389,12 @@ mod tests {
     #[test]
     fn load_state_rejects_mismatches() {
         let p = params();
-        let sgd = Optimizer::new(OptimizerConfig::for_model("resnet", 1).unwrap(), &p);
-        let mut adam = Optimizer::new(OptimizerConfig::for_model("googlenet", 1).unwrap(), &p);
+        let sgd = Optimizer::new(OptimizerConfig::for_model(ModelKind::ResNet, STEPS_PER_EPOCH), &p);
+        let mut adam = Optimizer::new(OptimizerConfig::for_model(ModelKind::GoogleNet, STEPS_PER_EPOCH), &p);
         // SGD state lacks Adam's second moments.
         assert!(adam.load_state(&sgd.state_tensors()).is_err());
 
-        let mut sgd2 = Optimizer::new(OptimizerConfig::for_model("resnet", 1).unwrap(), &p);
+        let mut sgd2 = Optimizer::new(OptimizerConfig::for_model(ModelKind::ResNet, STEPS_PER_EPOCH), &p);
         // Adam's extra moments are not SGD state.
         assert!(sgd2.load_state(&adam.state_tensors()).is_err());
 

@@ -3,6 +3,7 @@
 
 use cifar_kern::checkpoint::SafetensorsFile;
 use cifar_kern::fixtures::fixtures_dir;
+use cifar_kern::models::ModelKind;
 use cifar_kern::optim::{LrSchedule, Optimizer, OptimizerConfig, OptimizerKind, STEPS_PER_EPOCH};
 use cifar_kern::Tensor;
 use std::collections::BTreeMap;
@@ -76,17 +77,20 @@ fn schedule_matches_optax() {
 /// The per-model defaults are the chains the fixture checks.
 #[test]
 fn model_defaults_are_the_fixture_chains() {
-    assert_eq!(OptimizerConfig::for_model("ResNet", 200), Some(fixture_config("sgd")));
     assert_eq!(
-        OptimizerConfig::for_model("PreActResNet", 200),
-        Some(fixture_config("sgd"))
+        OptimizerConfig::for_model(ModelKind::ResNet, 200 * STEPS_PER_EPOCH),
+        fixture_config("sgd")
     );
     assert_eq!(
-        OptimizerConfig::for_model("GoogleNet", 200),
-        Some(fixture_config("adamw"))
+        OptimizerConfig::for_model(ModelKind::PreActResNet, 200 * STEPS_PER_EPOCH),
+        fixture_config("sgd")
     );
     assert_eq!(
-        OptimizerConfig::for_model("DenseNet", 200),
-        Some(fixture_config("adamw"))
+        OptimizerConfig::for_model(ModelKind::GoogleNet, 200 * STEPS_PER_EPOCH),
+        fixture_config("adamw")
+    );
+    assert_eq!(
+        OptimizerConfig::for_model(ModelKind::DenseNet, 200 * STEPS_PER_EPOCH),
+        fixture_config("adamw")
     );
 }

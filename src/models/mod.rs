@@ -123,7 +123,7 @@ impl Init {
 /// (`<path>/mean`, `<path>/var`, without `batch_stats/`).
 #[derive(Clone, Debug, Default)]
 pub struct ModelState<T> {
-    pub params: BTreeMap<String, Rc<Tensor<T>>>,
+    pub params: BTreeMap<String, Tensor<T>>,
     pub batch_stats: BTreeMap<String, Tensor<T>>,
 }
 
@@ -148,7 +148,7 @@ impl<T: Float> ModelState<T> {
 
     /// Every tensor under its checkpoint name (`params/...`, `batch_stats/...`).
     pub fn named_tensors(&self) -> impl Iterator<Item = (String, &Tensor<T>)> {
-        let params = self.params.iter().map(|(k, v)| (format!("params/{k}"), &**v));
+        let params = self.params.iter().map(|(k, v)| (format!("params/{k}"), v));
         params.chain(self.batch_stats.iter().map(|(k, v)| (format!("batch_stats/{k}"), v)))
     }
 
@@ -170,7 +170,7 @@ impl<T: Float> ModelState<T> {
             }
             match name.split_once('/') {
                 Some(("params", path)) => {
-                    state.params.insert(path.to_string(), Rc::new(found.clone()));
+                    state.params.insert(path.to_string(), found.clone());
                 }
                 Some((_, path)) => {
                     state.batch_stats.insert(path.to_string(), found.clone());
@@ -193,7 +193,7 @@ impl<T: Float> ModelState<T> {
 
     fn lookup(&self, name: &str) -> Option<&Tensor<T>> {
         match name.split_once('/')? {
-            ("params", path) => self.params.get(path).map(|p| &**p),
+            ("params", path) => self.params.get(path),
             ("batch_stats", path) => self.batch_stats.get(path),
             _ => None,
         }
@@ -202,11 +202,7 @@ impl<T: Float> ModelState<T> {
     /// The same state in another float type.
     pub fn cast<U: Float>(&self) -> ModelState<U> {
         ModelState {
-            params: self
-                .params
-                .iter()
-                .map(|(k, v)| (k.clone(), Rc::new(v.cast())))
-                .collect(),
+            params: self.params.iter().map(|(k, v)| (k.clone(), v.cast())).collect(),
             batch_stats: self.batch_stats.iter().map(|(k, v)| (k.clone(), v.cast())).collect(),
         }
     }
@@ -270,7 +266,7 @@ impl<'a, T: Float> Ctx<'a, T> {
             self.state
                 .params
                 .entry(path.clone())
-                .or_insert_with(|| Rc::new(init(rng).cast()));
+                .or_insert_with(|| init(rng).cast());
         }
         let value = self
             .state
@@ -278,7 +274,9 @@ impl<'a, T: Float> Ctx<'a, T> {
             .get(&path)
             .unwrap_or_else(|| panic!("parameter {path} is missing"));
         assert_eq!(value.shape(), shape, "parameter {path}");
-        self.tape.param(&path, value.clone())
+        // The tape shares its copy with the backward closures; the state
+        // keeps its own for the optimiser to update in place.
+        self.tape.param(&path, Rc::new(value.clone()))
     }
 
     /// `nn.Conv(features, (k, k), strides, padding SAME, use_bias)`.
