@@ -6,10 +6,12 @@
 //!   reference backend, generic over `f32`/`f64`.
 //! - [`autograd`]: the tape that records ops in train mode and runs their
 //!   backwards.
+//! - [`data`]: CIFAR-10 files, the tutorial's split, augmentation and batches.
 //! - [`cuda`]: GPU discovery and the PTX modules `build.rs` embedded.
 
 pub mod autograd;
 pub mod cuda;
+pub mod data;
 pub mod float;
 pub mod ops;
 pub mod tensor;

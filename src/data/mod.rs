@@ -1,0 +1,21 @@
+//! CIFAR-10 for the tutorial's training: reading the binary batches (and
+//! downloading them), the tutorial's train/validation split, normalisation,
+//! augmentation and the batch iterators.
+//!
+//! - [`cifar`]: the files, validated, into u8 NHWC [`ImageSet`]s.
+//! - [`download`]: the official archive, MD5-checked and unpacked atomically.
+
+pub mod cifar;
+pub mod download;
+mod error;
+
+pub use cifar::{Cifar10, ImageSet, BATCHES_DIR, CLASS_NAMES};
+pub use download::{check_md5, download, download_from, unpack_archive};
+pub use error::DataError;
+
+/// Images are `IMAGE_SIZE` x `IMAGE_SIZE` x `CHANNELS` (RGB).
+pub const IMAGE_SIZE: usize = 32;
+pub const CHANNELS: usize = 3;
+/// Bytes (u8 values) of one image.
+pub const IMAGE_BYTES: usize = IMAGE_SIZE * IMAGE_SIZE * CHANNELS;
+pub const NUM_CLASSES: usize = 10;

@@ -1,0 +1,350 @@
+//! The data module on small synthetic CIFAR-10 copies written to temporary
+//! folders (and, when `CIFAR_KERN_DATA` names an unpacked real copy, on that).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::thread;
+
+use cifar_kern::data::cifar::{RECORD_BYTES, TEST_FILE, TRAIN_FILES};
+use cifar_kern::data::download::ARCHIVE_NAME;
+use cifar_kern::data::*;
+
+const RECORDS: usize = 3;
+
+/// Pixel `p` (y * 32 + x) of channel `c` of record `r` in file `f`, as written.
+fn pixel_value(f: usize, r: usize, c: usize, p: usize) -> u8 {
+    ((f * 53 + r * 31 + c * 101 + p * 7) % 256) as u8
+}
+
+fn label_of(f: usize, r: usize) -> u8 {
+    ((f * RECORDS + r) % 10) as u8
+}
+
+/// A batch file in the official format: label byte, then R, G, B planes.
+fn batch_file_bytes(f: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for r in 0..RECORDS {
+        bytes.push(label_of(f, r));
+        for c in 0..CHANNELS {
+            bytes.extend((0..IMAGE_SIZE * IMAGE_SIZE).map(|p| pixel_value(f, r, c, p)));
+        }
+    }
+    bytes
+}
+
+/// Writes data_batch_1..5.bin (files 0..4) and test_batch.bin (file 5) into `dir`.
+fn write_batches(dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    for (f, name) in TRAIN_FILES.iter().chain([&TEST_FILE]).enumerate() {
+        fs::write(dir.join(name), batch_file_bytes(f)).unwrap();
+    }
+}
+
+/// The images files `files` should load as.
+fn expected_set(files: std::ops::Range<usize>) -> ImageSet {
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    for f in files {
+        for r in 0..RECORDS {
+            labels.push(label_of(f, r));
+            for p in 0..IMAGE_SIZE * IMAGE_SIZE {
+                images.extend((0..CHANNELS).map(|c| pixel_value(f, r, c, p)));
+            }
+        }
+    }
+    ImageSet::new(images, labels)
+}
+
+fn check_loaded(data: &Cifar10) {
+    assert_eq!(data.train, expected_set(0..5));
+    assert_eq!(data.test, expected_set(5..6));
+}
+
+fn load(dir: &Path) -> Result<Cifar10, DataError> {
+    Cifar10::load_with_records(dir, RECORDS)
+}
+
+fn load_error(dir: &Path) -> String {
+    load(dir).expect_err("loading should fail").to_string()
+}
+
+/// A tar.gz of `cifar-10-batches-bin/` holding our synthetic batches.
+fn synthetic_archive(path: &Path) {
+    let src = tempfile::tempdir().unwrap();
+    write_batches(&src.path().join(BATCHES_DIR));
+    let gz = flate2::write::GzEncoder::new(fs::File::create(path).unwrap(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    tar.append_dir_all(BATCHES_DIR, src.path().join(BATCHES_DIR)).unwrap();
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+/// Names in `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn reads_bins_in_the_data_dir_as_nhwc() {
+    let dir = tempfile::tempdir().unwrap();
+    write_batches(dir.path());
+    let data = load(dir.path()).unwrap();
+    check_loaded(&data);
+    // Pixel (y, x) = (1, 2) of channel G of the 2nd training image.
+    assert_eq!(data.train.image(1)[(32 + 2) * 3 + 1], pixel_value(0, 1, 1, 32 + 2));
+    assert_eq!(data.class_names, CLASS_NAMES);
+}
+
+#[test]
+fn reads_bins_in_the_batches_subdir_with_class_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join(BATCHES_DIR);
+    write_batches(&sub);
+    let names: Vec<String> = (0..10).map(|i| format!("class{i}")).collect();
+    fs::write(sub.join("batches.meta.txt"), names.join("\n") + "\n\n").unwrap();
+    let data = load(dir.path()).unwrap();
+    check_loaded(&data);
+    assert_eq!(data.class_names, names);
+}
+
+#[test]
+fn bad_class_names_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_batches(dir.path());
+    fs::write(dir.path().join("batches.meta.txt"), "cat\ndog\n").unwrap();
+    let msg = load_error(dir.path());
+    assert!(msg.contains("batches.meta.txt lists 2 class names"), "{msg}");
+}
+
+#[test]
+fn unpacks_an_archive_placed_in_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic_archive(&dir.path().join(ARCHIVE_NAME));
+    check_loaded(&load(dir.path()).unwrap());
+    // No staging folder is left behind; the next load reads the unpacked files.
+    assert_eq!(entries(dir.path()), [BATCHES_DIR, ARCHIVE_NAME]);
+    check_loaded(&load(dir.path()).unwrap());
+}
+
+#[test]
+fn truncated_file_error_names_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    write_batches(dir.path());
+    let path = dir.path().join("data_batch_3.bin");
+    fs::write(&path, &batch_file_bytes(2)[..RECORDS * RECORD_BYTES - 100]).unwrap();
+    let msg = load_error(dir.path());
+    let expected = format!(
+        "{} is truncated ({} bytes, expected {})",
+        path.display(),
+        RECORDS * RECORD_BYTES - 100,
+        RECORDS * RECORD_BYTES
+    );
+    assert!(msg.contains(&expected), "{msg}");
+    assert!(
+        msg.contains("delete it and run `cifar-kern download --data-dir"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_file_with_more_records_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_batches(dir.path());
+    // Four records where three are expected: a whole number of records, still wrong.
+    let mut bytes = batch_file_bytes(5);
+    bytes.extend(batch_file_bytes(5)[..RECORD_BYTES].to_vec());
+    fs::write(dir.path().join(TEST_FILE), bytes).unwrap();
+    let msg = load_error(dir.path());
+    assert!(msg.contains("test_batch.bin is too large"), "{msg}");
+}
+
+#[test]
+fn bad_label_error_names_the_file_and_record() {
+    let dir = tempfile::tempdir().unwrap();
+    write_batches(dir.path());
+    let path = dir.path().join("data_batch_2.bin");
+    let mut bytes = batch_file_bytes(1);
+    bytes[2 * RECORD_BYTES] = 10;
+    fs::write(&path, bytes).unwrap();
+    let msg = load_error(dir.path());
+    assert!(
+        msg.contains(&format!("{} is corrupt: record 2 has label 10", path.display())),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_file_error_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_batches(&dir.path().join(BATCHES_DIR));
+    let path = dir.path().join(BATCHES_DIR).join("data_batch_5.bin");
+    fs::remove_file(&path).unwrap();
+    let msg = load_error(dir.path());
+    assert!(msg.contains(&format!("{} is missing", path.display())), "{msg}");
+    assert!(msg.contains("cifar-kern download"), "{msg}");
+}
+
+#[test]
+fn empty_data_dir_error_says_how_to_get_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let msg = load_error(dir.path());
+    assert!(
+        msg.starts_with(&format!("no CIFAR-10 data in {}", dir.path().display())),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(ARCHIVE_NAME) && msg.contains("cifar-kern download"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn real_cifar10_when_available() {
+    let Some(dir) = std::env::var_os("CIFAR_KERN_DATA") else {
+        eprintln!("skipped: set CIFAR_KERN_DATA to an unpacked CIFAR-10 copy to check the real files");
+        return;
+    };
+    let data = Cifar10::load(Path::new(&dir)).unwrap();
+    assert_eq!((data.train.len(), data.test.len()), (50_000, 10_000));
+    assert_eq!(data.class_names, CLASS_NAMES);
+    for (set, per_class) in [(&data.train, 5_000), (&data.test, 1_000)] {
+        let mut counts = [0; 10];
+        set.labels().iter().for_each(|&l| counts[l as usize] += 1);
+        assert_eq!(counts, [per_class; 10]);
+    }
+}
+
+#[test]
+fn md5_check_takes_the_expected_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("abc.txt");
+    fs::write(&path, "abc").unwrap();
+    // RFC 1321's test vector.
+    check_md5(&path, "900150983cd24fb0d6963f7d28e17f72").unwrap();
+    check_md5(&path, "900150983CD24FB0D6963F7D28E17F72").unwrap();
+    let msg = check_md5(&path, "c32a1d4ab5d03f1284b67883e8d87530")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("has MD5 900150983cd24fb0d6963f7d28e17f72, expected c32a1d4ab5d03f1284b67883e8d87530"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unpacking_replaces_an_older_copy_and_leaves_no_staging_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join(ARCHIVE_NAME);
+    synthetic_archive(&archive);
+    fs::create_dir(dir.path().join(BATCHES_DIR)).unwrap();
+    fs::write(dir.path().join(BATCHES_DIR).join("data_batch_1.bin"), "stale").unwrap();
+    let unpacked = unpack_archive(&archive, dir.path()).unwrap();
+    assert_eq!(unpacked, dir.path().join(BATCHES_DIR));
+    assert_eq!(entries(dir.path()), [BATCHES_DIR, ARCHIVE_NAME]);
+    check_loaded(&load(dir.path()).unwrap());
+}
+
+#[test]
+fn archive_without_the_batches_folder_is_rejected_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join(ARCHIVE_NAME);
+    let gz = flate2::write::GzEncoder::new(fs::File::create(&archive).unwrap(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(3);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "cifar-10-batches-py/readme", &b"abc"[..])
+        .unwrap();
+    tar.into_inner().unwrap().finish().unwrap();
+    let msg = unpack_archive(&archive, dir.path()).unwrap_err().to_string();
+    assert!(msg.contains("holds no cifar-10-batches-bin/ folder"), "{msg}");
+    assert_eq!(entries(dir.path()), [ARCHIVE_NAME]);
+    // A file that is not gzip at all.
+    fs::write(&archive, "not an archive").unwrap();
+    let msg = unpack_archive(&archive, dir.path()).unwrap_err().to_string();
+    assert!(
+        msg.starts_with(&format!("cannot unpack {}", archive.display())),
+        "{msg}"
+    );
+    assert_eq!(entries(dir.path()), [ARCHIVE_NAME]);
+}
+
+/// Serves `body` to one HTTP request on a loopback port; returns the URL and the server thread.
+fn serve_once(body: Vec<u8>) -> (String, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/{ARCHIVE_NAME}", listener.local_addr().unwrap());
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut request = Vec::new();
+        let mut byte = [0u8];
+        while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+            request.push(byte[0]);
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&body).unwrap();
+    });
+    (url, server)
+}
+
+#[test]
+fn download_streams_checks_and_unpacks() {
+    let src = tempfile::tempdir().unwrap();
+    let archive = src.path().join(ARCHIVE_NAME);
+    synthetic_archive(&archive);
+    let md5 = cifar_kern::data::download::md5_hex(&archive).unwrap();
+    let (url, server) = serve_once(fs::read(&archive).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let unpacked = download_from(&url, &md5, &data_dir).unwrap();
+    server.join().unwrap();
+    assert_eq!(unpacked, data_dir.join(BATCHES_DIR));
+    assert_eq!(entries(&data_dir), [BATCHES_DIR]);
+    check_loaded(&load(&data_dir).unwrap());
+}
+
+#[test]
+fn download_with_a_wrong_md5_writes_nothing() {
+    let src = tempfile::tempdir().unwrap();
+    let archive = src.path().join(ARCHIVE_NAME);
+    synthetic_archive(&archive);
+    let (url, server) = serve_once(fs::read(&archive).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let msg = download_from(&url, "c32a1d4ab5d03f1284b67883e8d87530", dir.path())
+        .unwrap_err()
+        .to_string();
+    server.join().unwrap();
+    assert!(msg.contains("expected c32a1d4ab5d03f1284b67883e8d87530"), "{msg}");
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
+
+#[test]
+fn offline_download_says_where_to_put_the_files() {
+    // A loopback port nobody listens on: the connection is refused, as offline.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/{ARCHIVE_NAME}");
+    let dir = tempfile::tempdir().unwrap();
+    let err = download_from(&url, "c32a1d4ab5d03f1284b67883e8d87530", dir.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, DataError::Download { .. }), "{msg}");
+    assert!(msg.starts_with(&format!("could not download {url}")), "{msg}");
+    let place = format!("put it in {} as {ARCHIVE_NAME}", dir.path().display());
+    assert!(msg.contains(&place), "{msg}");
+    assert!(
+        msg.contains(&dir.path().join(BATCHES_DIR).display().to_string()),
+        "{msg}"
+    );
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
