@@ -9,6 +9,7 @@ use std::thread;
 
 use cifar_kern::data::cifar::{RECORD_BYTES, TEST_FILE, TRAIN_FILES};
 use cifar_kern::data::download::ARCHIVE_NAME;
+use cifar_kern::data::split::{NUM_TRAIN_IMAGES, NUM_VAL_IMAGES};
 use cifar_kern::data::*;
 
 const RECORDS: usize = 3;
@@ -347,4 +348,19 @@ fn offline_download_says_where_to_put_the_files() {
         "{msg}"
     );
     assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
+
+#[test]
+fn tutorial_split_is_the_files_validation_set_and_the_rest() {
+    let split = Split::tutorial();
+    let file: Vec<usize> = include_str!("../src/data/tutorial_val_indices.txt")
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(split.val, file);
+    assert_eq!((split.train.len(), split.val.len()), (45_000, NUM_VAL_IMAGES));
+    assert!(split.train.windows(2).all(|w| w[0] < w[1]));
+    let mut all: Vec<usize> = split.train.iter().chain(&split.val).copied().collect();
+    all.sort();
+    assert_eq!(all, (0..NUM_TRAIN_IMAGES).collect::<Vec<_>>());
 }
