@@ -11,6 +11,8 @@ use cifar_kern::data::cifar::{RECORD_BYTES, TEST_FILE, TRAIN_FILES};
 use cifar_kern::data::download::ARCHIVE_NAME;
 use cifar_kern::data::split::{NUM_TRAIN_IMAGES, NUM_VAL_IMAGES};
 use cifar_kern::data::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 const RECORDS: usize = 3;
 
@@ -218,6 +220,24 @@ fn real_cifar10_when_available() {
         set.labels().iter().for_each(|&l| counts[l as usize] += 1);
         assert_eq!(counts, [per_class; 10]);
     }
+    // The published statistics are those of the training images, channel by channel (RGB).
+    let (mut sum, mut sum_sq) = ([0f64; 3], [0f64; 3]);
+    for pixel in data.train.images().chunks_exact(3) {
+        for c in 0..3 {
+            let v = f64::from(pixel[c]) / 255.0;
+            sum[c] += v;
+            sum_sq[c] += v * v;
+        }
+    }
+    let n = (50_000 * 32 * 32) as f64;
+    for c in 0..3 {
+        let mean = sum[c] / n;
+        let std = (sum_sq[c] / n - mean * mean).sqrt();
+        assert!(
+            (mean - MEAN[c]).abs() < 1e-7 && (std - STD[c]).abs() < 1e-7,
+            "channel {c}: {mean} {std}"
+        );
+    }
 }
 
 #[test]
@@ -363,4 +383,138 @@ fn tutorial_split_is_the_files_validation_set_and_the_rest() {
     let mut all: Vec<usize> = split.train.iter().chain(&split.val).copied().collect();
     all.sort();
     assert_eq!(all, (0..NUM_TRAIN_IMAGES).collect::<Vec<_>>());
+}
+
+#[test]
+fn normalisation_uses_the_channel_statistics() {
+    let mut image = vec![0u8; IMAGE_BYTES];
+    image[3..6].copy_from_slice(&[255, 128, 7]); // pixel (0, 1)
+    let set = ImageSet::new(image.repeat(2), vec![3, 4]);
+    let batch: cifar_kern::Tensor<f64> = normalize_batch(&set, &[1]);
+    assert_eq!(batch.shape(), [1, 32, 32, 3]);
+    let expected = [
+        (1.0 - 0.49139968) / 0.24703223,
+        (128.0 / 255.0 - 0.48215841) / 0.24348513,
+        (7.0 / 255.0 - 0.44653091) / 0.26158784,
+    ];
+    for c in 0..3 {
+        assert!((batch.data()[3 + c] - expected[c]).abs() < 1e-12);
+        assert!((batch.data()[c] - (-MEAN[c] / STD[c])).abs() < 1e-12);
+    }
+    let batch32: cifar_kern::Tensor<f32> = normalize_batch(&set, &[0]);
+    assert_eq!(batch32.data()[3], expected[0] as f32);
+}
+
+fn random_image(rng: &mut impl Rng) -> Vec<u8> {
+    (0..IMAGE_BYTES).map(|_| rng.random()).collect()
+}
+
+fn augment(image: &[u8], aug: Augmentation) -> Vec<f64> {
+    let mut out = vec![0.0; IMAGE_BYTES];
+    aug.apply(image, &mut out);
+    out
+}
+
+fn mirrored(image: &[f64]) -> Vec<f64> {
+    let mut out = image.to_vec();
+    for y in 0..32 {
+        for x in 0..32 {
+            for c in 0..3 {
+                out[(y * 32 + x) * 3 + c] = image[(y * 32 + 31 - x) * 3 + c];
+            }
+        }
+    }
+    out
+}
+
+fn crop(flip: bool, top: usize, left: usize, height: usize, width: usize) -> Augmentation {
+    Augmentation {
+        flip,
+        top,
+        left,
+        height,
+        width,
+    }
+}
+
+#[test]
+fn full_image_crop_is_plain_normalisation_and_flip_mirrors() {
+    let image = random_image(&mut ChaCha8Rng::seed_from_u64(3));
+    let mut plain = vec![0.0f64; IMAGE_BYTES];
+    normalize_into(&image, &mut plain);
+    assert_eq!(augment(&image, Augmentation::IDENTITY), plain);
+    assert_eq!(augment(&image, crop(true, 0, 0, 32, 32)), mirrored(&plain));
+    let mut plain32 = vec![0.0f32; IMAGE_BYTES];
+    let mut identity32 = vec![0.0f32; IMAGE_BYTES];
+    normalize_into(&image, &mut plain32);
+    Augmentation::IDENTITY.apply(&image, &mut identity32);
+    assert_eq!(identity32, plain32);
+}
+
+#[test]
+fn flipping_then_cropping_mirrors_the_mirrored_crop() {
+    let image = random_image(&mut ChaCha8Rng::seed_from_u64(4));
+    // The crop at column 3 of the mirrored image is the mirror of the crop at 32 - 3 - 28 = 1.
+    let flipped = augment(&image, crop(true, 2, 3, 29, 28));
+    let direct = augment(&image, crop(false, 2, 1, 29, 28));
+    for (a, b) in flipped.iter().zip(mirrored(&direct)) {
+        assert!((a - b).abs() < 1e-12, "{a} {b}");
+    }
+}
+
+/// Un-normalises channel `c`.
+fn pixel(out: &[f64], y: usize, x: usize, c: usize) -> f64 {
+    (out[(y * 32 + x) * 3 + c] * STD[c] + MEAN[c]) * 255.0
+}
+
+#[test]
+fn bilinear_upsampling_of_a_2x2_crop() {
+    // Channel 0 of the crop: 0 16 / 32 48, i.e. 16 x + 32 y.
+    let mut image = vec![0u8; IMAGE_BYTES];
+    for (y, x, v) in [(5, 7, 0), (5, 8, 16), (6, 7, 32), (6, 8, 48)] {
+        image[(y * 32 + x) * 3] = v;
+    }
+    let out = augment(&image, crop(false, 5, 7, 2, 2));
+    // Output 15 samples (15 + 0.5) * 2 / 32 - 0.5 = 0.46875 on both axes:
+    // 16 * 0.46875 + 32 * 0.46875 = 22.5.
+    assert!((pixel(&out, 15, 15, 0) - 22.5).abs() < 1e-9);
+    // Outputs 0..=7 sample below 0 and 24..=31 beyond 1: clamped to the corners.
+    assert!(pixel(&out, 7, 7, 0).abs() < 1e-9);
+    assert!((pixel(&out, 24, 31, 0) - 48.0).abs() < 1e-9);
+    assert!((pixel(&out, 0, 31, 0) - 16.0).abs() < 1e-9);
+}
+
+/// The crop coordinate output `o` samples when stretching `len` pixels over 32,
+/// clamped to the edge pixels.
+fn src_at(o: usize, len: usize) -> f64 {
+    ((o as f64 + 0.5) * len as f64 / 32.0 - 0.5).clamp(0.0, len as f64 - 1.0)
+}
+
+#[test]
+fn bilinear_upsampling_keeps_a_linear_ramp_linear() {
+    // Channels 3x, 5y and x + 2y: bilinear interpolation reproduces them exactly.
+    let mut image = vec![0u8; IMAGE_BYTES];
+    for y in 0..32 {
+        for x in 0..32 {
+            image[(y * 32 + x) * 3..][..3].copy_from_slice(&[(3 * x) as u8, (5 * y) as u8, (x + 2 * y) as u8]);
+        }
+    }
+    let (top, left, height, width) = (4, 2, 27, 29);
+    for flip in [false, true] {
+        let out = augment(&image, crop(flip, top, left, height, width));
+        for oy in 0..32 {
+            for ox in 0..32 {
+                let y = top as f64 + src_at(oy, height);
+                let x_in_flipped = left as f64 + src_at(ox, width);
+                let x = if flip { 31.0 - x_in_flipped } else { x_in_flipped };
+                for (c, expected) in [3.0 * x, 5.0 * y, x + 2.0 * y].into_iter().enumerate() {
+                    let got = pixel(&out, oy, ox, c);
+                    assert!(
+                        (got - expected).abs() < 1e-9,
+                        "flip {flip} ({oy}, {ox}, {c}): {got} {expected}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -5,16 +5,19 @@
 //! - [`cifar`]: the files, validated, into u8 NHWC [`ImageSet`]s.
 //! - [`download`]: the official archive, MD5-checked and unpacked atomically.
 //! - [`split`]: the tutorial's 45,000 / 5,000 split.
+//! - [`transform`]: normalisation, and flip + random resized crop for training.
 
 pub mod cifar;
 pub mod download;
 mod error;
 pub mod split;
+pub mod transform;
 
 pub use cifar::{Cifar10, ImageSet, BATCHES_DIR, CLASS_NAMES};
 pub use download::{check_md5, download, download_from, unpack_archive};
 pub use error::DataError;
 pub use split::Split;
+pub use transform::{normalize_batch, normalize_into, Augmentation, MEAN, STD};
 
 /// Images are `IMAGE_SIZE` x `IMAGE_SIZE` x `CHANNELS` (RGB).
 pub const IMAGE_SIZE: usize = 32;
