@@ -5,6 +5,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
+use std::sync::Arc;
 use std::thread;
 
 use cifar_kern::data::cifar::{RECORD_BYTES, TEST_FILE, TRAIN_FILES};
@@ -516,5 +517,152 @@ fn bilinear_upsampling_keeps_a_linear_ramp_linear() {
                 }
             }
         }
+    }
+}
+
+/// A synthetic image set: `n` random images, label i % 10.
+fn random_set(n: usize, seed: u64) -> Arc<ImageSet> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let images = (0..n).flat_map(|_| random_image(&mut rng)).collect();
+    Arc::new(ImageSet::new(images, (0..n).map(|i| (i % 10) as u8).collect()))
+}
+
+fn options(workers: usize, seed: u64) -> TrainOptions {
+    TrainOptions {
+        batch_size: 16,
+        seed,
+        workers,
+        prefetch: 2,
+        limit_train: None,
+    }
+}
+
+#[test]
+fn training_batches_depend_on_seed_and_epoch_only() {
+    let data = random_set(120, 5);
+    let indices: Vec<usize> = (10..110).collect();
+    let batches = |workers: usize, seed: u64, epoch: usize| -> Vec<Batch> {
+        TrainLoader::new(Arc::clone(&data), &indices, options(workers, seed))
+            .epoch(epoch)
+            .collect()
+    };
+    let reference = batches(1, 7, 0);
+    assert_eq!(reference.len(), 6); // 100 images, batches of 16: the last 4 are dropped
+    assert_eq!(reference[0].images.shape(), [16, 32, 32, 3]);
+    assert_eq!(batches(1, 7, 0), reference);
+    assert_eq!(batches(2, 7, 0), reference);
+    assert_eq!(batches(3, 7, 0), reference);
+    assert_eq!(batches(8, 7, 0), reference);
+    assert_ne!(batches(2, 7, 1), reference);
+    assert_ne!(batches(2, 8, 0), reference);
+}
+
+#[test]
+fn training_batches_follow_the_epoch_order_with_augmented_images() {
+    let data = random_set(120, 6);
+    let indices: Vec<usize> = (0..120).collect();
+    let loader = TrainLoader::new(Arc::clone(&data), &indices, options(2, 9));
+    let order = loader.epoch_order(3);
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(sorted, indices);
+    assert_ne!(order, indices);
+    assert_ne!(loader.epoch_order(4), order);
+    for (b, batch) in loader.epoch(3).enumerate() {
+        let chunk = &order[b * 16..(b + 1) * 16];
+        let labels: Vec<u32> = chunk.iter().map(|&i| u32::from(data.label(i))).collect();
+        assert_eq!(batch.labels, labels);
+        // Each image is its own stream's augmentation of the right source image.
+        let k = 5;
+        let mut expected = vec![0f32; IMAGE_BYTES];
+        Augmentation::sample(&mut image_rng(9, 3, chunk[k])).apply(data.image(chunk[k]), &mut expected);
+        assert_eq!(
+            &batch.images.data()[k * IMAGE_BYTES..(k + 1) * IMAGE_BYTES],
+            &expected[..]
+        );
+    }
+}
+
+#[test]
+fn augmentation_draws_flips_and_crops() {
+    let mut flips = 0;
+    let mut full = 0;
+    for i in 0..1000 {
+        let aug = Augmentation::sample(&mut image_rng(1, 0, i));
+        flips += usize::from(aug.flip);
+        full += usize::from(aug.height == 32 && aug.width == 32);
+        assert!(aug.top + aug.height <= 32 && aug.left + aug.width <= 32);
+    }
+    assert!((420..580).contains(&flips), "{flips} flips");
+    assert!(full < 300, "{full} full crops");
+}
+
+#[test]
+fn tutorial_split_gives_351_batches_and_limit_train_takes_the_first_images() {
+    let split = Split::tutorial();
+    let data = Arc::new(ImageSet::new(
+        vec![0; NUM_TRAIN_IMAGES * IMAGE_BYTES],
+        vec![0; NUM_TRAIN_IMAGES],
+    ));
+    let loader = TrainLoader::new(Arc::clone(&data), &split.train, TrainOptions::default());
+    assert_eq!((loader.num_images(), loader.batches_per_epoch()), (45_000, 351));
+    let limited = TrainLoader::new(
+        data,
+        &split.train,
+        TrainOptions {
+            limit_train: Some(1000),
+            ..TrainOptions::default()
+        },
+    );
+    assert_eq!((limited.num_images(), limited.batches_per_epoch()), (1000, 7));
+    let mut order = limited.epoch_order(0);
+    order.sort();
+    assert_eq!(order, split.train[..1000]);
+}
+
+#[test]
+fn dropping_an_epoch_early_stops_its_workers() {
+    let data = random_set(200, 7);
+    let indices: Vec<usize> = (0..200).collect();
+    let loader = TrainLoader::new(data, &indices, options(3, 1));
+    let mut epoch = loader.epoch(0);
+    assert_eq!(epoch.len(), 12);
+    epoch.next().unwrap();
+    drop(epoch); // joins the workers: returns only if they stopped
+}
+
+#[test]
+fn eval_batches_keep_every_image_in_order() {
+    let data = random_set(40, 8);
+    let indices: Vec<usize> = (0..40).rev().collect();
+    let batches: Vec<Batch<f64>> = eval_batches(&data, &indices, 16).collect();
+    assert_eq!(batches.iter().map(|b| b.labels.len()).collect::<Vec<_>>(), [16, 16, 8]);
+    assert_eq!(batches[2].images.shape(), [8, 32, 32, 3]);
+    let labels: Vec<u32> = batches.iter().flat_map(|b| b.labels.clone()).collect();
+    assert_eq!(labels, indices.iter().map(|&i| (i % 10) as u32).collect::<Vec<_>>());
+    let mut first = vec![0.0f64; IMAGE_BYTES];
+    normalize_into(data.image(39), &mut first);
+    assert_eq!(&batches[0].images.data()[..IMAGE_BYTES], &first[..]);
+}
+
+/// `cargo test --release --test data -- --ignored --nocapture augmentation_throughput`
+#[test]
+#[ignore = "a measurement; run in release"]
+fn augmentation_throughput() {
+    let data = random_set(4096, 9);
+    let indices: Vec<usize> = (0..4096).collect();
+    for workers in [1, 2] {
+        let loader = TrainLoader::new(
+            Arc::clone(&data),
+            &indices,
+            TrainOptions {
+                workers,
+                ..TrainOptions::default()
+            },
+        );
+        let start = std::time::Instant::now();
+        let images: usize = (0..5).flat_map(|e| loader.epoch(e)).map(|b| b.labels.len()).sum();
+        let secs = start.elapsed().as_secs_f64();
+        println!("{workers} worker(s): {:.0} augmented images/s", images as f64 / secs);
     }
 }
