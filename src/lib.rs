@@ -9,12 +9,14 @@
 //! - [`optim`]: the optax optimiser chains (clip, SGD/Adam/AdamW, LR schedule).
 //! - [`checkpoint`]: safetensors checkpoints and the tutorial's Flax msgpack ones.
 //! - [`fixtures`]: where tests find the shared reference fixtures.
+//! - [`data`]: CIFAR-10 files, the tutorial's split, augmentation and batches.
 //! - [`cuda`]: GPU discovery and the PTX modules `build.rs` embedded.
 
 pub mod autograd;
 pub mod checkpoint;
 pub mod cuda;
 pub mod fixtures;
+pub mod data;
 pub mod float;
 pub mod models;
 pub mod ops;

@@ -1,0 +1,121 @@
+//! Fetching and unpacking the official archive, never leaving a half-written copy.
+//!
+//! The download streams into a temporary file inside the data directory, is
+//! checked against the published MD5, and is unpacked into a temporary folder
+//! there too; only then is the finished `cifar-10-batches-bin/` renamed into
+//! place (replacing an older one). The temporary file and folder delete
+//! themselves on every early return, so a failed download leaves the data
+//! directory as it was (a killed process may leave a hidden temporary file
+//! behind, never a partial `cifar-10-batches-bin/`).
+
+use std::fs::{self, File};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flate2::read::GzDecoder;
+use md5::{Digest, Md5};
+
+use super::{DataError, BATCHES_DIR};
+
+pub const CIFAR10_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+/// MD5 of the official `cifar-10-binary.tar.gz`, lowercase hex.
+pub const CIFAR10_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
+/// The archive's file name; placed in a data directory, it is unpacked on first use.
+pub const ARCHIVE_NAME: &str = "cifar-10-binary.tar.gz";
+
+/// Downloads the official archive and unpacks it into `data_dir`
+/// (created if needed); returns the path of `data_dir/cifar-10-batches-bin`.
+pub fn download(data_dir: &Path) -> Result<PathBuf, DataError> {
+    download_from(CIFAR10_URL, CIFAR10_MD5, data_dir)
+}
+
+/// [`download`] from another address (a mirror), checked against `expected_md5`.
+pub fn download_from(url: &str, expected_md5: &str, data_dir: &Path) -> Result<PathBuf, DataError> {
+    fs::create_dir_all(data_dir).map_err(DataError::io(data_dir))?;
+    let mut part = tempfile::Builder::new()
+        .prefix(&format!(".{ARCHIVE_NAME}."))
+        .suffix(".part")
+        .tempfile_in(data_dir)
+        .map_err(DataError::io(data_dir))?;
+    let failed = |reason: String| DataError::Download {
+        url: url.to_string(),
+        data_dir: data_dir.to_path_buf(),
+        reason,
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let response = agent.get(url).call().map_err(|e| failed(e.to_string()))?;
+    let mut body = response.into_body().into_reader();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = body.read(&mut buf).map_err(|e| failed(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        part.write_all(&buf[..n]).map_err(DataError::io(part.path()))?;
+    }
+    part.as_file().sync_all().map_err(DataError::io(part.path()))?;
+    check_md5(part.path(), expected_md5)?;
+    unpack_archive(part.path(), data_dir)
+}
+
+/// The MD5 digest of a file's contents, lowercase hex.
+pub fn md5_hex(path: &Path) -> Result<String, DataError> {
+    let mut file = File::open(path).map_err(DataError::io(path))?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(DataError::io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Fails unless the file's MD5 is `expected` (hex, either case).
+pub fn check_md5(path: &Path, expected: &str) -> Result<(), DataError> {
+    let actual = md5_hex(path)?;
+    if actual.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(DataError::Checksum {
+            path: path.to_path_buf(),
+            expected: expected.to_ascii_lowercase(),
+            actual,
+        })
+    }
+}
+
+/// Unpacks a `cifar-10-binary.tar.gz` into `data_dir` through a temporary
+/// folder; returns the path of `data_dir/cifar-10-batches-bin`.
+pub fn unpack_archive(archive: &Path, data_dir: &Path) -> Result<PathBuf, DataError> {
+    let staging = tempfile::Builder::new()
+        .prefix(".cifar-unpack-")
+        .tempdir_in(data_dir)
+        .map_err(DataError::io(data_dir))?;
+    let bad_archive = |reason: String| DataError::Archive {
+        path: archive.to_path_buf(),
+        reason,
+    };
+    let file = File::open(archive).map_err(DataError::io(archive))?;
+    tar::Archive::new(GzDecoder::new(BufReader::new(file)))
+        .unpack(staging.path())
+        .map_err(|e| bad_archive(e.to_string()))?;
+    let unpacked = staging.path().join(BATCHES_DIR);
+    if !unpacked.is_dir() {
+        return Err(bad_archive(format!("it holds no {BATCHES_DIR}/ folder")));
+    }
+    let target = data_dir.join(BATCHES_DIR);
+    if target.exists() {
+        // Moved into the staging folder, the old copy is deleted with it.
+        fs::rename(&target, staging.path().join("replaced")).map_err(DataError::io(&target))?;
+    }
+    fs::rename(&unpacked, &target).map_err(DataError::io(&target))?;
+    Ok(target)
+}

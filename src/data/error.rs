@@ -1,0 +1,150 @@
+//! The one error type of the data module.
+//!
+//! Every variant names the file (or URL) at fault and its message ends with
+//! what the user can do about it, because these errors surface at the command
+//! line, usually at the start of a long run.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::download::{ARCHIVE_NAME, CIFAR10_URL};
+
+#[derive(Debug)]
+pub enum DataError {
+    /// Neither the `.bin` files nor the archive are in the data directory.
+    NotFound { data_dir: PathBuf },
+    /// One of the six batch files is absent.
+    MissingFile { path: PathBuf, data_dir: PathBuf },
+    /// A batch file that does not hold exactly the expected number of records.
+    BadSize {
+        path: PathBuf,
+        bytes: u64,
+        expected: u64,
+        data_dir: PathBuf,
+    },
+    /// A record whose label byte is not a class index (0..=9).
+    BadLabel {
+        path: PathBuf,
+        record: usize,
+        label: u8,
+        data_dir: PathBuf,
+    },
+    /// `batches.meta.txt` does not list ten class names.
+    BadClassNames { path: PathBuf, found: usize },
+    /// Reading or writing `path` failed.
+    Io { path: PathBuf, source: io::Error },
+    /// The archive could not be unpacked, or does not hold the batches folder.
+    Archive { path: PathBuf, reason: String },
+    /// A file's MD5 digest is not the expected one.
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    /// The download failed before a complete archive was received.
+    Download {
+        url: String,
+        data_dir: PathBuf,
+        reason: String,
+    },
+}
+
+impl DataError {
+    /// Wraps an I/O error with the path it concerns.
+    pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> DataError + '_ {
+        move |source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The command that fetches a fresh copy into `data_dir`.
+fn download_cmd(data_dir: &Path) -> String {
+    format!("`cifar-kern download --data-dir {}`", data_dir.display())
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataError::NotFound { data_dir } => write!(
+                f,
+                "no CIFAR-10 data in {dir}: expected data_batch_1..5.bin and test_batch.bin in {dir} or in \
+                 {batches}, or {ARCHIVE_NAME} in {dir}; run {cmd}, or, offline, fetch {CIFAR10_URL} elsewhere \
+                 and put it in {dir}",
+                dir = data_dir.display(),
+                batches = data_dir.join(super::BATCHES_DIR).display(),
+                cmd = download_cmd(data_dir),
+            ),
+            DataError::MissingFile { path, data_dir } => write!(
+                f,
+                "{} is missing: run {} (or copy it there from an unpacked {ARCHIVE_NAME})",
+                path.display(),
+                download_cmd(data_dir)
+            ),
+            DataError::BadSize {
+                path,
+                bytes,
+                expected,
+                data_dir,
+            } => {
+                let what = if bytes < expected {
+                    "is truncated"
+                } else {
+                    "is too large"
+                };
+                write!(
+                    f,
+                    "{} {what} ({bytes} bytes, expected {expected}): delete it and run {}",
+                    path.display(),
+                    download_cmd(data_dir)
+                )
+            }
+            DataError::BadLabel {
+                path,
+                record,
+                label,
+                data_dir,
+            } => write!(
+                f,
+                "{} is corrupt: record {record} has label {label}, but labels are 0..=9: delete it and run {}",
+                path.display(),
+                download_cmd(data_dir)
+            ),
+            DataError::BadClassNames { path, found } => write!(
+                f,
+                "{} lists {found} class names instead of 10: fix it, or delete it to use the standard names",
+                path.display()
+            ),
+            DataError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            DataError::Archive { path, reason } => write!(
+                f,
+                "cannot unpack {}: {reason}: delete it and download the archive again",
+                path.display()
+            ),
+            DataError::Checksum { path, expected, actual } => write!(
+                f,
+                "{} has MD5 {actual}, expected {expected}: the file is corrupt or incomplete; download it again",
+                path.display()
+            ),
+            DataError::Download { url, data_dir, reason } => write!(
+                f,
+                "could not download {url}: {reason}. Nothing was written. Without network access, fetch that \
+                 file elsewhere and put it in {dir} as {ARCHIVE_NAME} (it is unpacked on first use), or put \
+                 its .bin files in {batches}",
+                dir = data_dir.display(),
+                batches = data_dir.join(super::BATCHES_DIR).display(),
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DataError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DataError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
