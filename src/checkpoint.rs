@@ -394,7 +394,9 @@ impl View for F32Bytes<'_> {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to `path` through a temp file in the same folder, fsynced and
+/// renamed over `path`: readers see the old file or the whole new one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     // Unique per process and per call, so concurrent saves never share a temp file.
     static SAVES: AtomicUsize = AtomicUsize::new(0);
     let file_name = path

@@ -15,14 +15,17 @@
 pub mod autograd;
 pub mod checkpoint;
 pub mod cuda;
-pub mod fixtures;
 pub mod data;
+pub mod device;
+pub mod evaluate;
+pub mod fixtures;
 pub mod float;
 pub mod models;
 pub mod ops;
 pub mod optim;
 pub mod tensor;
 pub mod tensorboard;
+pub mod train;
 
 pub use autograd::{Grads, Tape, Var};
 pub use float::Float;

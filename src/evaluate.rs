@@ -1,0 +1,46 @@
+//! Loading a model checkpoint for a given network, and measuring accuracy.
+
+use crate::autograd::{Tape, Var};
+use crate::checkpoint::{self, CheckpointMetadata};
+use crate::data::{eval_batches, ImageSet};
+use crate::models::{Ctx, ModelKind, ModelState};
+use crate::ops::loss;
+use crate::tensor::Tensor;
+use anyhow::{anyhow, bail, Result};
+use std::path::Path;
+
+/// Images per evaluation batch (no gradients are kept, so this only bounds memory).
+const EVAL_BATCH: usize = 256;
+
+/// Reads `path` (our safetensors or a Flax msgpack checkpoint) as `kind`'s
+/// weights. A checkpoint of another model, or with missing or mis-shaped
+/// tensors, is an error that says so.
+pub fn load_model(kind: ModelKind, path: &Path) -> Result<(ModelState<f32>, CheckpointMetadata)> {
+    let (tensors, metadata) = checkpoint::load_any(path)?;
+    if let Some(saved) = metadata.get("model") {
+        if saved != kind.name() {
+            bail!(
+                "{} is a {saved} checkpoint, not {kind}: pass the matching model name",
+                path.display()
+            );
+        }
+    }
+    let state = ModelState::from_named(kind, &tensors).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok((state, metadata))
+}
+
+/// Logits `[n, 10]` for normalised images, in eval mode.
+pub fn logits(kind: ModelKind, state: &ModelState<f32>, images: Tensor<f32>) -> Tensor<f32> {
+    let mut state = state.clone();
+    let tape = Tape::no_grad();
+    let out = kind.forward(&mut Ctx::new(&tape, &mut state, false), &Var::constant(images));
+    out.value().clone()
+}
+
+/// Fraction of `set[indices]` classified correctly, in eval mode.
+pub fn accuracy(kind: ModelKind, state: &ModelState<f32>, set: &ImageSet, indices: &[usize]) -> f64 {
+    let correct: usize = eval_batches::<f32>(set, indices, EVAL_BATCH)
+        .map(|batch| loss::correct(&logits(kind, state, batch.images), &batch.labels))
+        .sum();
+    correct as f64 / indices.len() as f64
+}

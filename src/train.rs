@@ -1,0 +1,410 @@
+//! The tutorial's training loop, as `cifar-kern train` runs it.
+//!
+//! A run of model M lives in `<out-dir>/<M>/`:
+//! - `last.safetensors`: written atomically at every epoch end — weights,
+//!   BatchNorm statistics, optimiser state, and in its metadata the epoch,
+//!   step, seed and flags — so `--resume` continues an interrupted run. The
+//!   data order and augmentation of an epoch are functions of (seed, epoch),
+//!   so no RNG state beyond the seed needs saving, and on the CPU a resumed
+//!   run ends with exactly the weights of an uninterrupted one.
+//! - `best.safetensors`: the checkpoint with the best validation accuracy so
+//!   far (validation every 2 epochs and after the last; ties go to the later).
+//! - `results.json`: written last; its presence marks a finished run, which
+//!   `train` then only evaluates unless `--retrain` is given.
+//! - `metrics.jsonl` (one line per epoch) and a TensorBoard event file.
+
+use crate::autograd::{Tape, Var};
+use crate::checkpoint::{self, CheckpointMetadata, NamedTensors};
+use crate::data::{self, Batch, Cifar10, DataError, Split, TrainLoader, TrainOptions};
+use crate::evaluate::{self, accuracy};
+use crate::models::{Ctx, ModelKind, ModelState};
+use crate::ops::loss;
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::tensorboard::EventWriter;
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything `cifar-kern train` is told.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub model: ModelKind,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub data_dir: PathBuf,
+    pub out_dir: PathBuf,
+    pub seed: u64,
+    pub limit_train: Option<usize>,
+    pub workers: usize,
+    pub resume: bool,
+    pub retrain: bool,
+    pub no_download: bool,
+    pub quiet: bool,
+}
+
+/// The final numbers of a run (those of its best checkpoint).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunResults {
+    pub val_accuracy: f64,
+    pub test_accuracy: f64,
+    pub num_params: usize,
+}
+
+/// The files of one model's run.
+pub struct RunDir(PathBuf);
+
+impl RunDir {
+    pub fn new(out_dir: &Path, model: ModelKind) -> Self {
+        RunDir(out_dir.join(model.name()))
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn best(&self) -> PathBuf {
+        self.0.join("best.safetensors")
+    }
+    pub fn last(&self) -> PathBuf {
+        self.0.join("last.safetensors")
+    }
+    pub fn results(&self) -> PathBuf {
+        self.0.join("results.json")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.0.join("metrics.jsonl")
+    }
+}
+
+/// Reads CIFAR-10 from `data_dir`, downloading it first when it is absent
+/// (unless `no_download`).
+pub fn load_data(data_dir: &Path, no_download: bool) -> Result<Cifar10> {
+    match Cifar10::load(data_dir) {
+        Err(DataError::NotFound { .. }) if !no_download => {
+            eprintln!("CIFAR-10 not found in {}: downloading it", data_dir.display());
+            data::download(data_dir)?;
+            Ok(Cifar10::load(data_dir)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Where a run stands: what an epoch-end checkpoint restores.
+struct Progress {
+    /// Epochs completed.
+    epoch: usize,
+    /// Best validation accuracy so far and the epoch it was measured after.
+    best: Option<(f64, usize)>,
+}
+
+/// Trains `config.model` (or evaluates a finished run) and returns the
+/// validation and test accuracy of the best checkpoint.
+pub fn train(config: &TrainConfig) -> Result<RunResults> {
+    if config.resume && config.retrain {
+        bail!("--resume continues a run and --retrain starts one over: pass only one of them");
+    }
+    let run = RunDir::new(&config.out_dir, config.model);
+    if !config.retrain && run.results().exists() {
+        eprintln!(
+            "{} holds a finished {} run: evaluating its best checkpoint (pass --retrain to train anew)",
+            run.path().display(),
+            config.model
+        );
+        let data = load_data(&config.data_dir, config.no_download)?;
+        return finish(config, &run, &data);
+    }
+    if !config.resume && !config.retrain && run.last().exists() {
+        bail!(
+            "{} holds an unfinished {} run: pass --resume to continue it, or --retrain to start over",
+            run.path().display(),
+            config.model
+        );
+    }
+    let data = load_data(&config.data_dir, config.no_download)?;
+    let split = Split::tutorial();
+    let train_images = Arc::new(data.train.clone());
+    let options = TrainOptions {
+        batch_size: config.batch_size,
+        seed: config.seed,
+        workers: config.workers,
+        prefetch: 2,
+        limit_train: config.limit_train,
+    };
+    let loader = TrainLoader::new(train_images.clone(), &split.train, options);
+    let steps_per_epoch = loader.batches_per_epoch();
+    if steps_per_epoch == 0 {
+        bail!(
+            "{} training images do not fill one batch of {}",
+            loader.num_images(),
+            config.batch_size
+        );
+    }
+    let opt_config = OptimizerConfig::for_model(config.model, steps_per_epoch * config.epochs);
+    fs::create_dir_all(run.path()).with_context(|| format!("cannot create {}", run.path().display()))?;
+
+    let (mut state, mut optimizer, mut progress) = if config.resume {
+        resume(config, &run, opt_config)?
+    } else {
+        for stale in [run.metrics(), run.results()] {
+            let _ = fs::remove_file(stale); // --retrain: the new run's logs start empty
+        }
+        let state = ModelState::<f32>::init(config.model, config.seed);
+        let optimizer = Optimizer::new(opt_config, &state.params);
+        (state, optimizer, Progress { epoch: 0, best: None })
+    };
+    let mut events = EventWriter::create(run.path())?;
+    eprintln!(
+        "training {} ({} parameters) for {} epochs of {steps_per_epoch} steps on {} images",
+        config.model,
+        state.num_params(),
+        config.epochs,
+        loader.num_images()
+    );
+
+    while progress.epoch < config.epochs {
+        let epoch = progress.epoch; // 0-based index of the epoch being run
+        let started = Instant::now();
+        let bar = progress_bar(config, steps_per_epoch, epoch);
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0, 0);
+        let lr = optimizer.learning_rate();
+        for batch in loader.epoch(epoch) {
+            let (batch_loss, batch_correct) = train_step(config.model, &mut state, &mut optimizer, batch)
+                .with_context(|| {
+                    format!(
+                        "training stopped in epoch {}, step {}; the checkpoints in {} (after epoch {}) are kept",
+                        epoch + 1,
+                        optimizer.step_count() + 1,
+                        run.path().display(),
+                        progress.epoch
+                    )
+                })?;
+            loss_sum += batch_loss;
+            correct += batch_correct;
+            seen += config.batch_size;
+            let rate = seen as f64 / started.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "loss {:.4} acc {:.3} {rate:.0} img/s",
+                loss_sum / (seen / config.batch_size) as f64,
+                correct as f64 / seen as f64
+            ));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let train_seconds = started.elapsed().as_secs_f64();
+        progress.epoch += 1;
+
+        let train_loss = loss_sum / steps_per_epoch as f64;
+        let train_acc = correct as f64 / seen as f64;
+        let validate = progress.epoch % 2 == 0 || progress.epoch == config.epochs;
+        let val_acc = validate.then(|| accuracy(config.model, &state, &train_images, &split.val));
+        if let Some(acc) = val_acc {
+            if progress.best.is_none_or(|(best, _)| acc >= best) {
+                progress.best = Some((acc, progress.epoch));
+                let mut meta = metadata(config, optimizer.step_count(), progress.epoch);
+                meta.insert("val_accuracy".into(), acc.to_string());
+                save(&run.best(), &state, None, meta)?;
+            }
+        }
+        let mut meta = metadata(config, optimizer.step_count(), progress.epoch);
+        if let Some((best, best_epoch)) = progress.best {
+            meta.insert("best_val_accuracy".into(), best.to_string());
+            meta.insert("best_epoch".into(), best_epoch.to_string());
+        }
+        save(&run.last(), &state, Some(&optimizer), meta)?;
+
+        let line = json!({
+            "epoch": progress.epoch, "step": optimizer.step_count(), "lr": lr,
+            "train_loss": train_loss, "train_acc": train_acc, "val_acc": val_acc,
+            "train_seconds": train_seconds, "images_per_second": seen as f64 / train_seconds,
+        });
+        append_line(&run.metrics(), &line)?;
+        let step = progress.epoch as u64;
+        events.scalar("train/loss", train_loss, step)?;
+        events.scalar("train/acc", train_acc, step)?;
+        events.scalar("learning_rate", lr, step)?;
+        if let Some(acc) = val_acc {
+            events.scalar("val/acc", acc, step)?;
+        }
+        let val_text = val_acc
+            .map(|a| format!(", val acc {:.2}%", 100.0 * a))
+            .unwrap_or_default();
+        eprintln!(
+            "epoch {}/{}: train loss {train_loss:.4}, train acc {:.2}%{val_text} ({train_seconds:.1} s, {:.0} img/s)",
+            progress.epoch,
+            config.epochs,
+            100.0 * train_acc,
+            seen as f64 / train_seconds
+        );
+    }
+    finish(config, &run, &data)
+}
+
+/// One optimisation step; returns the batch's loss and how many images it
+/// classified correctly. A non-finite loss is an error and changes nothing.
+pub fn train_step(
+    model: ModelKind,
+    state: &mut ModelState<f32>,
+    optimizer: &mut Optimizer<f32>,
+    batch: Batch,
+) -> Result<(f64, usize)> {
+    let tape = Tape::new();
+    let mut next = state.clone();
+    let logits = model.forward(&mut Ctx::new(&tape, &mut next, true), &Var::constant(batch.images));
+    let loss = tape.cross_entropy(&logits, &batch.labels);
+    let loss_value = f64::from(loss.value().item());
+    if !loss_value.is_finite() {
+        bail!("the loss became {loss_value}: lower the learning rate, or check the input data");
+    }
+    let correct = loss::correct(logits.value(), &batch.labels);
+    let grads = tape.backward(&loss);
+    let grads: BTreeMap<String, _> = next
+        .params
+        .keys()
+        .map(|name| {
+            (
+                name.clone(),
+                grads.get(name).expect("every parameter gets a gradient").clone(),
+            )
+        })
+        .collect();
+    optimizer.step(&mut next.params, &grads);
+    *state = next;
+    Ok((loss_value, correct))
+}
+
+fn progress_bar(config: &TrainConfig, steps: usize, epoch: usize) -> ProgressBar {
+    if config.quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps as u64);
+    let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+        .expect("valid template")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
+    bar
+}
+
+/// Checkpoint metadata every save carries.
+fn metadata(config: &TrainConfig, step: usize, epoch: usize) -> CheckpointMetadata {
+    let mut meta = BTreeMap::from([
+        ("model".to_string(), config.model.name().to_string()),
+        ("epoch".to_string(), epoch.to_string()),
+        ("step".to_string(), step.to_string()),
+        ("seed".to_string(), config.seed.to_string()),
+        ("epochs".to_string(), config.epochs.to_string()),
+        ("batch_size".to_string(), config.batch_size.to_string()),
+    ]);
+    if let Some(n) = config.limit_train {
+        meta.insert("limit_train".into(), n.to_string());
+    }
+    meta
+}
+
+fn save(
+    path: &Path,
+    state: &ModelState<f32>,
+    optimizer: Option<&Optimizer<f32>>,
+    meta: CheckpointMetadata,
+) -> Result<()> {
+    let mut tensors: NamedTensors = state.named_tensors().map(|(k, v)| (k, v.clone())).collect();
+    if let Some(opt) = optimizer {
+        tensors.extend(opt.state_tensors());
+    }
+    Ok(checkpoint::save(path, &tensors, &meta)?)
+}
+
+/// Restores the state of an interrupted run from its epoch-end checkpoint.
+fn resume(
+    config: &TrainConfig,
+    run: &RunDir,
+    opt_config: OptimizerConfig,
+) -> Result<(ModelState<f32>, Optimizer<f32>, Progress)> {
+    if !run.last().exists() {
+        bail!(
+            "nothing to resume: {} does not exist (run without --resume to start)",
+            run.last().display()
+        );
+    }
+    let (tensors, meta) = checkpoint::load(&run.last())?;
+    let expected = metadata(config, 0, 0);
+    for key in ["model", "seed", "epochs", "batch_size", "limit_train"] {
+        if meta.get(key) != expected.get(key) {
+            bail!(
+                "{} was written by a run with {key} = {}, but this one has {}: resume with the same flags",
+                run.last().display(),
+                meta.get(key).map_or("(none)", String::as_str),
+                expected.get(key).map_or("(none)", String::as_str)
+            );
+        }
+    }
+    let (state, _) = evaluate::load_model(config.model, &run.last())?;
+    let mut optimizer = Optimizer::new(opt_config, &state.params);
+    optimizer
+        .load_state(&tensors)
+        .with_context(|| format!("{}", run.last().display()))?;
+    let number = |key: &str| meta.get(key).and_then(|v| v.parse::<f64>().ok());
+    let epoch = number("epoch").context("checkpoint metadata lacks the epoch")? as usize;
+    let best = number("best_val_accuracy").zip(number("best_epoch").map(|e| e as usize));
+    // Keep only the metrics of the epochs the checkpoint covers.
+    if let Ok(text) = fs::read_to_string(run.metrics()) {
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<Value>(l)
+                    .ok()
+                    .and_then(|v| v["epoch"].as_u64())
+                    .is_some_and(|e| e as usize <= epoch)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        checkpoint::write_atomically(&run.metrics(), kept.as_bytes())
+            .with_context(|| format!("cannot write {}", run.metrics().display()))?;
+    }
+    eprintln!("resuming {} after epoch {epoch} of {}", config.model, config.epochs);
+    Ok((state, optimizer, Progress { epoch, best }))
+}
+
+fn append_line(path: &Path, value: &Value) -> Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{value}")?;
+    Ok(())
+}
+
+/// Evaluates the best checkpoint on validation and test, and records the
+/// results (which marks the run finished).
+fn finish(config: &TrainConfig, run: &RunDir, data: &Cifar10) -> Result<RunResults> {
+    let (state, meta) = evaluate::load_model(config.model, &run.best())?;
+    let split = Split::tutorial();
+    let test_indices: Vec<usize> = (0..data.test.len()).collect();
+    let results = RunResults {
+        val_accuracy: accuracy(config.model, &state, &data.train, &split.val),
+        test_accuracy: accuracy(config.model, &state, &data.test, &test_indices),
+        num_params: state.num_params(),
+    };
+    let record = json!({
+        "model": config.model.name(),
+        "val_accuracy": results.val_accuracy,
+        "test_accuracy": results.test_accuracy,
+        "num_params": results.num_params,
+        "best_epoch": meta.get("epoch").and_then(|e| e.parse::<u64>().ok()),
+    });
+    checkpoint::write_atomically(&run.results(), format!("{record:#}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", run.results().display()))?;
+    eprintln!(
+        "{}: validation accuracy {:.2}%, test accuracy {:.2}% (best checkpoint, {} parameters)",
+        config.model,
+        100.0 * results.val_accuracy,
+        100.0 * results.test_accuracy,
+        results.num_params
+    );
+    Ok(results)
+}
