@@ -1,0 +1,295 @@
+//! The `cifar-kern` binary end to end, on a synthetic CIFAR-10 copy of the
+//! real size (random pixels): an interrupted and resumed run ends with the
+//! uninterrupted run's weights, and bad input gives a clear error, a
+//! non-zero exit, and leaves saved files as they were.
+
+use cifar_kern::checkpoint;
+use cifar_kern::data::cifar::{RECORD_BYTES, TEST_FILE, TRAIN_FILES};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+const RECORDS_PER_FILE: usize = 10_000;
+
+/// A full-size synthetic data set, written once per test binary.
+fn synthetic_data() -> &'static Path {
+    static DIR: OnceLock<TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        for name in TRAIN_FILES.iter().chain([&TEST_FILE]) {
+            let mut bytes = vec![0u8; RECORDS_PER_FILE * RECORD_BYTES];
+            rng.fill_bytes(&mut bytes);
+            for (r, record) in bytes.chunks_mut(RECORD_BYTES).enumerate() {
+                record[0] = (r % 10) as u8;
+            }
+            fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        dir
+    })
+    .path()
+}
+
+fn cifar_kern() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cifar-kern"));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+fn run(args: &[&str]) -> Output {
+    cifar_kern().args(args).output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `train resnet` on 256 images (2 steps per epoch) for `epochs` epochs.
+fn train_args<'a>(out_dir: &'a str, epochs: &'a str, limit: &'a str) -> Vec<&'a str> {
+    let data = synthetic_data().to_str().unwrap();
+    vec![
+        "train",
+        "resnet",
+        "--epochs",
+        epochs,
+        "--limit-train",
+        limit,
+        "--data-dir",
+        data,
+        "--out-dir",
+        out_dir,
+        "--no-download",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Every file below `dir` with its bytes.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| (p.clone(), fs::read(&p).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_weights() {
+    let (straight, interrupted) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = run(&train_args(path_str(straight.path()), "2", "1280"));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Start the same run, kill -9 it once epoch 1's checkpoint is written,
+    // mid-way through epoch 2 (10 steps of ~0.5 s), then resume.
+    let mut child = cifar_kern()
+        .args(train_args(path_str(interrupted.path()), "2", "1280"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run_dir = interrupted.path().join("ResNet");
+    let started = Instant::now();
+    while !run_dir.join("last.safetensors").exists() {
+        assert!(started.elapsed() < Duration::from_secs(300), "epoch 1 never finished");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        sleep(Duration::from_millis(20));
+    }
+    sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let metrics = fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 1, "the kill should land in epoch 2");
+    assert!(!run_dir.join("results.json").exists());
+
+    // Without --resume the unfinished run is protected.
+    let refused = run(&train_args(path_str(interrupted.path()), "2", "1280"));
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("--resume"), "{}", stderr(&refused));
+
+    let mut resume = train_args(path_str(interrupted.path()), "2", "1280");
+    resume.push("--resume");
+    let out = run(&resume);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("resuming ResNet after epoch 1"),
+        "{}",
+        stderr(&out)
+    );
+
+    for file in ["last.safetensors", "best.safetensors"] {
+        let (a, _) = checkpoint::load(&straight.path().join("ResNet").join(file)).unwrap();
+        let (b, _) = checkpoint::load(&run_dir.join(file)).unwrap();
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        for (name, t) in &a {
+            assert_eq!(t, &b[name], "{file}: {name} differs after resuming");
+        }
+    }
+    let metrics = fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+
+    // A finished run is evaluated, not retrained, and its files stay as they are.
+    let before = snapshot(&run_dir);
+    let out = run(&train_args(path_str(interrupted.path()), "2", "1280"));
+    assert!(
+        out.status.success() && stderr(&out).contains("holds a finished ResNet run"),
+        "{}",
+        stderr(&out)
+    );
+    let after = snapshot(&run_dir);
+    let checkpoints = |s: &[(PathBuf, Vec<u8>)]| {
+        s.iter()
+            .filter(|(p, _)| p.extension().is_some_and(|e| e == "safetensors"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(checkpoints(&before), checkpoints(&after));
+
+    let table = run(&["table", "--out-dir", path_str(interrupted.path())]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("| ResNet ") && text.contains("272,378"), "{text}");
+}
+
+#[test]
+fn missing_data_dir_says_where_to_put_the_files() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut args = train_args(path_str(out_dir.path()), "1", "256");
+    args[7] = "/nonexistent/cifar";
+    let out = run(&args);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("/nonexistent/cifar") && err.contains("cifar-10-batches-bin"),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_batch_file_is_named() {
+    let data = tempfile::tempdir().unwrap();
+    for name in TRAIN_FILES.iter().chain([&TEST_FILE]) {
+        fs::copy(synthetic_data().join(name), data.path().join(name)).unwrap();
+    }
+    let victim = data.path().join("data_batch_3.bin");
+    let bytes = fs::read(&victim).unwrap();
+    fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+    // An earlier run's files must survive the failed start.
+    let out_dir = tempfile::tempdir().unwrap();
+    let run_dir = out_dir.path().join("ResNet");
+    fs::create_dir_all(&run_dir).unwrap();
+    fs::write(run_dir.join("best.safetensors"), b"an earlier checkpoint").unwrap();
+    let mut args = train_args(path_str(out_dir.path()), "1", "256");
+    args[7] = path_str(data.path());
+    args.push("--retrain");
+    let out = run(&args);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("data_batch_3.bin") && err.contains("truncated"), "{err}");
+    assert_eq!(
+        fs::read(run_dir.join("best.safetensors")).unwrap(),
+        b"an earlier checkpoint"
+    );
+}
+
+#[test]
+fn wrong_checkpoint_for_the_model_is_refused() {
+    let Some(fixtures) = cifar_kern::fixtures::fixtures_dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("resnet.safetensors");
+    let resnet_ckpt = fixtures.join("flax/ResNet.ckpt");
+    let out = run(&[
+        "import-flax",
+        "resnet",
+        path_str(&resnet_ckpt),
+        "--out",
+        path_str(&ours),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let saved = fs::read(&ours).unwrap();
+    let data = path_str(synthetic_data());
+    // Our checkpoint knows its model; a Flax one is checked tensor by tensor.
+    for (ckpt, expect) in [
+        (&ours, "is a ResNet checkpoint, not GoogleNet"),
+        (&resnet_ckpt, "but GoogleNet needs"),
+    ] {
+        let out = run(&[
+            "eval",
+            "googlenet",
+            "--checkpoint",
+            path_str(ckpt),
+            "--data-dir",
+            data,
+            "--device",
+            "cpu",
+        ]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(expect), "{}", stderr(&out));
+    }
+    let out = run(&[
+        "import-flax",
+        "densenet",
+        path_str(&resnet_ckpt),
+        "--out",
+        path_str(&dir.path().join("x")),
+    ]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("DenseNet needs"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("x").exists());
+    assert_eq!(
+        fs::read(&ours).unwrap(),
+        saved,
+        "a refused checkpoint must stay as it was"
+    );
+}
+
+#[test]
+fn unknown_model_name_lists_the_choices() {
+    let out = run(&["train", "vgg16", "--no-download"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("googlenet, resnet, preactresnet, densenet"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn resume_with_other_flags_is_refused() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = run(&train_args(path_str(out_dir.path()), "1", "256"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut args = train_args(path_str(out_dir.path()), "3", "256");
+    args.extend(["--resume", "--retrain"]);
+    assert!(stderr(&run(&args)).contains("pass only one of them"));
+    fs::remove_file(out_dir.path().join("ResNet/results.json")).unwrap();
+    let before = snapshot(&out_dir.path().join("ResNet"));
+    args.pop();
+    let out = run(&args);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("epochs = 1, but this one has 3"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(before, snapshot(&out_dir.path().join("ResNet")));
+}
