@@ -11,7 +11,10 @@ pub fn relu<T: Float>(x: &Tensor<T>) -> Tensor<T> {
     let mut y = x.data().to_vec();
     y.par_chunks_mut(GRAIN).for_each(|c| {
         for v in c {
-            *v = v.max(T::zero());
+            // Not `max`: a NaN must stay NaN (as in JAX) so a diverged run is seen.
+            if *v < T::zero() {
+                *v = T::zero();
+            }
         }
     });
     Tensor::new(x.shape(), y)

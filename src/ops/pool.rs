@@ -52,7 +52,8 @@ pub fn max_forward<T: Float>(x: &Tensor<T>, win: &Window) -> (Tensor<T>, Vec<u32
                 for p in cells {
                     for ch in 0..c {
                         let v = xi[p * c + ch];
-                        if v > yo[ch] {
+                        // A NaN wins, as in XLA's max, so it propagates.
+                        if v > yo[ch] || (v.is_nan() && !yo[ch].is_nan()) {
                             yo[ch] = v;
                             ao[ch] = (p * c + ch) as u32;
                         }
