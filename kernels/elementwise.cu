@@ -38,7 +38,7 @@ struct BinaryParams {
 
 template <typename T>
 __device__ void relu_forward(UnaryParams<T> p) {
-    GRID_STRIDE(i, p.n) { p.y[i] = p.x[i] > T(0) ? p.x[i] : T(0); }
+    GRID_STRIDE(i, p.n) { p.y[i] = p.x[i] < T(0) ? T(0) : p.x[i]; }  // NaN stays NaN
 }
 
 template <typename T>

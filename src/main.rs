@@ -31,40 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model with the tutorial's recipe (or evaluate a finished run).
-    Train {
-        /// googlenet, resnet, preactresnet or densenet (any case).
-        model: ModelKind,
-        #[arg(long, default_value_t = 200)]
-        epochs: usize,
-        #[arg(long, default_value_t = 128)]
-        batch_size: usize,
-        #[arg(long, default_value = "data")]
-        data_dir: PathBuf,
-        #[arg(long, default_value = "checkpoints")]
-        out_dir: PathBuf,
-        #[arg(long, value_enum, default_value_t = Device::Auto)]
-        device: Device,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Train on the first N images of the training split only.
-        #[arg(long)]
-        limit_train: Option<usize>,
-        /// Augmentation threads (default: one per core).
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Continue an interrupted run from its last epoch-end checkpoint.
-        #[arg(long)]
-        resume: bool,
-        /// Train anew even if the out-dir holds a finished or unfinished run.
-        #[arg(long)]
-        retrain: bool,
-        /// Fail instead of downloading CIFAR-10 when it is missing.
-        #[arg(long)]
-        no_download: bool,
-        /// No progress bars.
-        #[arg(long)]
-        quiet: bool,
-    },
+    Train(TrainConfig),
     /// Accuracy of a checkpoint on the validation split and/or the test set.
     Eval {
         model: ModelKind,
@@ -132,43 +99,11 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Train {
-            model,
-            epochs,
-            batch_size,
-            data_dir,
-            out_dir,
-            device,
-            seed,
-            limit_train,
-            workers,
-            resume,
-            retrain,
-            no_download,
-            quiet,
-        } => {
-            device.resolve()?;
-            if epochs == 0 || batch_size == 0 {
-                bail!("--epochs and --batch-size must be at least 1");
-            }
-            let workers = workers.unwrap_or_else(rayon::current_num_threads).max(1);
-            let config = TrainConfig {
-                model,
-                epochs,
-                batch_size,
-                data_dir,
-                out_dir,
-                seed,
-                limit_train,
-                workers,
-                resume,
-                retrain,
-                no_download,
-                quiet,
-            };
+        Command::Train(config) => {
             let results = train::train(&config)?;
             println!(
-                "{model}: val accuracy {:.2}%, test accuracy {:.2}%",
+                "{}: val accuracy {:.2}%, test accuracy {:.2}%",
+                config.model,
                 100.0 * results.val_accuracy,
                 100.0 * results.test_accuracy
             );

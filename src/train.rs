@@ -16,6 +16,7 @@
 use crate::autograd::{Tape, Var};
 use crate::checkpoint::{self, CheckpointMetadata, NamedTensors};
 use crate::data::{self, Batch, Cifar10, DataError, Split, TrainLoader, TrainOptions};
+use crate::device::Device;
 use crate::evaluate::{self, accuracy};
 use crate::models::{Ctx, ModelKind, ModelState};
 use crate::ops::loss;
@@ -31,20 +32,40 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Everything `cifar-kern train` is told.
-#[derive(Clone, Debug)]
+/// Everything `cifar-kern train` is told (its command-line flags).
+#[derive(Clone, Debug, clap::Args)]
 pub struct TrainConfig {
+    /// googlenet, resnet, preactresnet or densenet (any case).
     pub model: ModelKind,
+    #[arg(long, default_value_t = 200)]
     pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
+    #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+    #[arg(long, default_value = "checkpoints")]
     pub out_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Train on the first N images of the training split only.
+    #[arg(long)]
     pub limit_train: Option<usize>,
-    pub workers: usize,
+    /// Augmentation threads (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Continue an interrupted run from its last epoch-end checkpoint.
+    #[arg(long)]
     pub resume: bool,
+    /// Train anew even if the out-dir holds a finished or unfinished run.
+    #[arg(long)]
     pub retrain: bool,
+    /// Fail instead of downloading CIFAR-10 when it is missing.
+    #[arg(long)]
     pub no_download: bool,
+    /// No progress bars.
+    #[arg(long)]
     pub quiet: bool,
 }
 
@@ -107,6 +128,10 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
     if config.resume && config.retrain {
         bail!("--resume continues a run and --retrain starts one over: pass only one of them");
     }
+    if config.epochs == 0 || config.batch_size == 0 {
+        bail!("--epochs and --batch-size must be at least 1");
+    }
+    config.device.resolve()?;
     let run = RunDir::new(&config.out_dir, config.model);
     if !config.retrain && run.results().exists() {
         eprintln!(
@@ -130,7 +155,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
     let options = TrainOptions {
         batch_size: config.batch_size,
         seed: config.seed,
-        workers: config.workers,
+        workers: config.workers.unwrap_or_else(rayon::current_num_threads).max(1),
         prefetch: 2,
         limit_train: config.limit_train,
     };

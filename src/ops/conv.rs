@@ -193,33 +193,22 @@ pub fn backward_data<T: Float>(dy: &Tensor<T>, x_shape: &[usize], w: &Tensor<T>,
             let rows = dyc.len() / o;
             // W^T: W is k x o row-major, so its transpose has strides (1, o).
             let wt = (1, o as isize);
-            if g.is_pointwise() {
-                T::gemm(
-                    rows,
-                    o,
-                    k,
-                    dyc,
-                    (o as isize, 1),
-                    w.data(),
-                    wt,
-                    T::zero(),
-                    dxc,
-                    (k as isize, 1),
-                );
-            } else {
-                let mut dcol = vec![T::zero(); rows * k];
-                T::gemm(
-                    rows,
-                    o,
-                    k,
-                    dyc,
-                    (o as isize, 1),
-                    w.data(),
-                    wt,
-                    T::zero(),
-                    &mut dcol,
-                    (k as isize, 1),
-                );
+            // A pointwise conv's dcol is dx itself; otherwise col2im folds it back.
+            let mut dcol = (!g.is_pointwise()).then(|| vec![T::zero(); rows * k]);
+            let dst = dcol.as_deref_mut().unwrap_or(&mut *dxc);
+            T::gemm(
+                rows,
+                o,
+                k,
+                dyc,
+                (o as isize, 1),
+                w.data(),
+                wt,
+                T::zero(),
+                dst,
+                (k as isize, 1),
+            );
+            if let Some(dcol) = dcol {
                 col2im(&g, &dcol, dxc);
             }
         });
