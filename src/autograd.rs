@@ -25,7 +25,7 @@ use std::rc::Rc;
 /// A value in a computation: its tensor, and its node on the tape if a
 /// gradient flows to it.
 #[derive(Clone, Debug)]
-pub struct Var<T> {
+pub struct Var<T: Float> {
     value: Rc<Tensor<T>>,
     id: Option<usize>,
 }

@@ -22,9 +22,11 @@ pub trait Float:
     + Debug
     + Send
     + Sync
+    + cudarc::driver::DeviceRepr
+    + cudarc::driver::ValidAsZeroBits
     + 'static
 {
-    /// Name used in logs and checkpoints ("f32" / "f64").
+    /// "f32" / "f64": in logs, and the suffix of a GPU kernel's name.
     const NAME: &'static str;
 
     /// `c = alpha * a * b + beta * c` for row/column-strided matrices

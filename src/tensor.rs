@@ -4,13 +4,55 @@
 //! layouts of Flax, so the tutorial's checkpoints load without transposes.
 
 use crate::float::Float;
+use cudarc::driver::CudaSlice;
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
+use std::borrow::Cow;
+use std::fmt;
 
-#[derive(Clone, Debug, PartialEq)]
+/// A tensor: its shape and its elements, on the host or on the GPU.
+///
+/// The ops in `crate::ops` accept either and dispatch on where their inputs
+/// live; element access ([`Tensor::data`]) is for host tensors only.
 pub struct Tensor<T> {
     shape: Vec<usize>,
-    data: Vec<T>,
+    storage: Storage<T>,
+}
+
+/// Where a tensor's elements live.
+pub enum Storage<T> {
+    Host(Vec<T>),
+    /// Device memory of [`crate::cuda::gpu`], on its one stream.
+    Gpu(CudaSlice<T>),
+}
+
+impl<T: Float> Clone for Tensor<T> {
+    fn clone(&self) -> Self {
+        let storage = match &self.storage {
+            Storage::Host(v) => Storage::Host(v.clone()),
+            Storage::Gpu(s) => Storage::Gpu(s.clone()),
+        };
+        Tensor {
+            shape: self.shape.clone(),
+            storage,
+        }
+    }
+}
+
+impl<T: Float> PartialEq for Tensor<T> {
+    /// Same shape and bit-for-bit equal elements (a GPU tensor is downloaded).
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape && self.host_data() == other.host_data()
+    }
+}
+
+impl<T: Float> fmt::Debug for Tensor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match &self.storage {
+            Storage::Host(v) => write!(f, "Tensor{:?}{:?}", self.shape, v),
+            Storage::Gpu(_) => write!(f, "Tensor{:?}(on the GPU)", self.shape),
+        }
+    }
 }
 
 impl<T: Float> Tensor<T> {
@@ -24,7 +66,45 @@ impl<T: Float> Tensor<T> {
         );
         Tensor {
             shape: shape.to_vec(),
-            data,
+            storage: Storage::Host(data),
+        }
+    }
+
+    /// A tensor in GPU memory holding `shape`'s elements.
+    pub fn from_gpu(shape: &[usize], data: CudaSlice<T>) -> Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape {shape:?} vs GPU buffer"
+        );
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Storage::Gpu(data),
+        }
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        matches!(self.storage, Storage::Gpu(_))
+    }
+
+    /// The device buffer of a GPU tensor.
+    pub fn gpu_data(&self) -> Option<&CudaSlice<T>> {
+        match &self.storage {
+            Storage::Gpu(s) => Some(s),
+            Storage::Host(_) => None,
+        }
+    }
+
+    /// A host copy (a clone for a host tensor).
+    pub fn to_host(&self) -> Tensor<T> {
+        Tensor::new(&self.shape, self.host_data().into_owned())
+    }
+
+    /// The elements on the host: borrowed, or downloaded from the GPU.
+    fn host_data(&self) -> Cow<'_, [T]> {
+        match &self.storage {
+            Storage::Host(v) => Cow::Borrowed(v),
+            Storage::Gpu(_) => Cow::Owned(crate::cuda::gpu().download(self).into_data()),
         }
     }
 
@@ -63,45 +143,68 @@ impl<T: Float> Tensor<T> {
         &self.shape
     }
     pub fn numel(&self) -> usize {
-        self.data.len()
+        self.shape.iter().product()
     }
+    /// The elements of a host tensor.
     pub fn data(&self) -> &[T] {
-        &self.data
+        match &self.storage {
+            Storage::Host(v) => v,
+            Storage::Gpu(_) => panic!("{}", ON_GPU),
+        }
     }
     pub fn data_mut(&mut self) -> &mut [T] {
-        &mut self.data
+        match &mut self.storage {
+            Storage::Host(v) => v,
+            Storage::Gpu(_) => panic!("{}", ON_GPU),
+        }
     }
     pub fn into_data(self) -> Vec<T> {
-        self.data
+        match self.storage {
+            Storage::Host(v) => v,
+            Storage::Gpu(_) => panic!("{}", ON_GPU),
+        }
     }
 
     /// The only element of a one-element tensor.
     pub fn item(&self) -> T {
         assert_eq!(self.numel(), 1, "item() of a tensor of shape {:?}", self.shape);
-        self.data[0]
+        self.host_data()[0]
     }
 
     /// The same elements under another shape with as many elements.
     pub fn reshape(self, shape: &[usize]) -> Self {
-        Self::new(shape, self.data)
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            self.numel(),
+            "reshape {:?} to {shape:?}",
+            self.shape
+        );
+        Tensor {
+            shape: shape.to_vec(),
+            storage: self.storage,
+        }
     }
 
     /// Element-wise conversion to another float type.
     pub fn cast<U: Float>(&self) -> Tensor<U> {
-        Tensor::new(&self.shape, self.data.iter().map(|&v| U::of(v.f64())).collect())
+        Tensor::new(&self.shape, self.host_data().iter().map(|&v| U::of(v.f64())).collect())
     }
 
-    /// `self += other`, element-wise.
+    /// `self += other`, element-wise, where `self` lives.
     pub fn add_assign(&mut self, other: &Tensor<T>) {
         assert_eq!(self.shape, other.shape, "add_assign of mismatched shapes");
-        for (a, &b) in self.data.iter_mut().zip(&other.data) {
+        if self.is_gpu() {
+            *self = crate::ops::elementwise::add(self, other);
+            return;
+        }
+        for (a, &b) in self.data_mut().iter_mut().zip(other.data()) {
             *a += b;
         }
     }
 
     /// Euclidean norm, accumulated in f64.
     pub fn norm(&self) -> f64 {
-        self.data.iter().map(|v| v.f64() * v.f64()).sum::<f64>().sqrt()
+        self.host_data().iter().map(|v| v.f64() * v.f64()).sum::<f64>().sqrt()
     }
 
     /// `||self - reference|| / max(||reference||, floor)`: the norm-wise
@@ -109,12 +212,14 @@ impl<T: Float> Tensor<T> {
     pub fn rel_error(&self, reference: &Tensor<T>, floor: f64) -> f64 {
         assert_eq!(self.shape, reference.shape, "rel_error of mismatched shapes");
         let diff: f64 = self
-            .data
+            .host_data()
             .iter()
-            .zip(&reference.data)
+            .zip(reference.host_data().iter())
             .map(|(a, b)| (a.f64() - b.f64()).powi(2))
             .sum::<f64>()
             .sqrt();
         diff / reference.norm().max(floor)
     }
 }
+
+const ON_GPU: &str = "this tensor lives on the GPU: copy it with to_host() before reading its elements";

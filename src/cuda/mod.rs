@@ -16,11 +16,10 @@ pub mod elementwise;
 use crate::float::Float;
 use crate::tensor::Tensor;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
-    ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// `(module name, PTX text)` for every `kernels/*.cu`; empty when the crate
 /// was built without nvcc.
@@ -48,32 +47,13 @@ pub fn unavailable_reason() -> Option<String> {
     }
 }
 
-/// An element type the kernels are instantiated for; kernel `name` of type
-/// T is `name_<SUFFIX>` in the PTX.
-pub trait DeviceFloat: Float + DeviceRepr + ValidAsZeroBits {
-    const SUFFIX: &'static str;
-}
-impl DeviceFloat for f32 {
-    const SUFFIX: &'static str = "f32";
-}
-impl DeviceFloat for f64 {
-    const SUFFIX: &'static str = "f64";
-}
+/// An element type the kernels are instantiated for: every [`Float`]; the
+/// kernel `name` of type T is `name_<T::NAME>` in the PTX.
+pub trait DeviceFloat: Float {}
+impl<T: Float> DeviceFloat for T {}
 
-/// A tensor in GPU memory (row-major, same layouts as [`Tensor`]).
-pub struct GpuTensor<T> {
-    shape: Vec<usize>,
-    data: CudaSlice<T>,
-}
-
-impl<T> GpuTensor<T> {
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
+/// A GPU tensor is a [`Tensor`] whose storage is device memory.
+pub type GpuTensor<T> = Tensor<T>;
 
 /// Device 0, its stream and the loaded modules.
 pub struct Gpu {
@@ -85,10 +65,38 @@ pub struct Gpu {
     poison: bool,
 }
 
+/// The process's GPU, opened on first use (by [`Gpu::global`] or
+/// [`Gpu::for_tests`]), or why there is none.
+static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
+
+/// The GPU every GPU tensor lives on. Panics if none was opened, which
+/// cannot happen for a program that holds a GPU tensor.
+pub fn gpu() -> &'static Gpu {
+    GPU.get()
+        .and_then(|g| g.as_ref().ok())
+        .expect("a GPU tensor exists only after the GPU was opened")
+}
+
 impl Gpu {
-    /// Opens device 0 and loads every embedded module; the error says why
-    /// no GPU can be used.
-    pub fn open() -> Result<Self, String> {
+    /// The process's GPU (device 0 with every embedded module loaded), or
+    /// why no GPU can be used.
+    pub fn global() -> Result<&'static Gpu, String> {
+        GPU.get_or_init(|| Self::open(false)).as_ref().map_err(Clone::clone)
+    }
+
+    /// For `gpu_*` tests: the GPU with poisoned allocations, or None after
+    /// printing why the test is skipped.
+    pub fn for_tests() -> Option<&'static Gpu> {
+        match GPU.get_or_init(|| Self::open(true)) {
+            Ok(gpu) => Some(gpu),
+            Err(why) => {
+                println!("skipped: no GPU ({why})");
+                None
+            }
+        }
+    }
+
+    fn open(poison: bool) -> Result<Self, String> {
         if let Some(why) = unavailable_reason() {
             return Err(why);
         }
@@ -106,24 +114,13 @@ impl Gpu {
         Ok(Gpu {
             stream,
             modules,
-            poison: false,
+            poison,
         })
     }
 
-    /// For `gpu_*` tests: the GPU, or None after printing why it is skipped.
-    pub fn for_tests() -> Option<Self> {
-        match Self::open() {
-            Ok(gpu) => Some(Gpu { poison: true, ..gpu }),
-            Err(why) => {
-                println!("skipped: no GPU ({why})");
-                None
-            }
-        }
-    }
-
     /// Kernel `name` (without its type suffix) of `kernels/<module>.cu`, for T.
-    pub fn function<T: DeviceFloat>(&self, module: &str, name: &str) -> CudaFunction {
-        let full = format!("{name}_{}", T::SUFFIX);
+    pub fn function<T: Float>(&self, module: &str, name: &str) -> CudaFunction {
+        let full = format!("{name}_{}", T::NAME);
         self.modules
             .get(module)
             .unwrap_or_else(|| panic!("no kernel module {module:?} was embedded"))
@@ -144,29 +141,28 @@ impl Gpu {
             .expect("kernel launch failed");
     }
 
-    pub fn upload<T: DeviceFloat>(&self, t: &Tensor<T>) -> GpuTensor<T> {
-        let data = self.stream.clone_htod(t.data()).expect("host-to-device copy failed");
-        GpuTensor {
-            shape: t.shape().to_vec(),
-            data,
-        }
-    }
-
-    pub fn download<T: DeviceFloat>(&self, t: &GpuTensor<T>) -> Tensor<T> {
-        Tensor::new(
-            &t.shape,
-            self.stream.clone_dtoh(&t.data).expect("device-to-host copy failed"),
+    /// A GPU copy of a host tensor.
+    pub fn upload<T: Float>(&self, t: &Tensor<T>) -> Tensor<T> {
+        Tensor::from_gpu(
+            t.shape(),
+            self.stream.clone_htod(t.data()).expect("host-to-device copy failed"),
         )
     }
 
-    /// An uninitialised tensor: every kernel that returns one writes all of it.
-    pub fn alloc<T: DeviceFloat>(&self, shape: &[usize]) -> GpuTensor<T> {
+    /// A host copy of a GPU tensor.
+    pub fn download<T: Float>(&self, t: &Tensor<T>) -> Tensor<T> {
+        let data = t.gpu_data().expect("download() of a host tensor");
+        Tensor::new(
+            t.shape(),
+            self.stream.clone_dtoh(data).expect("device-to-host copy failed"),
+        )
+    }
+
+    /// An uninitialised GPU tensor: every kernel that returns one writes all of it.
+    pub fn alloc<T: Float>(&self, shape: &[usize]) -> Tensor<T> {
         // SAFETY: the memory is only read after a kernel has written it.
         let data = unsafe { self.stream.alloc::<T>(shape.iter().product()) }.expect("GPU out of memory");
-        let t = GpuTensor {
-            shape: shape.to_vec(),
-            data,
-        };
+        let t = Tensor::from_gpu(shape, data);
         if self.poison {
             let bytes = t.numel() * std::mem::size_of::<T>();
             // SAFETY: writes exactly the allocation's bytes, on its stream.
@@ -176,9 +172,10 @@ impl Gpu {
         t
     }
 
-    /// The raw address of `t`'s memory, for a parameter struct.
-    pub fn ptr<T>(&self, t: &GpuTensor<T>) -> u64 {
-        let (ptr, _no_sync) = t.data.device_ptr(&self.stream);
+    /// The raw address of a GPU tensor's memory, for a parameter struct.
+    pub fn ptr<T: Float>(&self, t: &Tensor<T>) -> u64 {
+        let data = t.gpu_data().expect("a kernel argument must be a GPU tensor");
+        let (ptr, _no_sync) = data.device_ptr(&self.stream);
         ptr
     }
 

@@ -23,7 +23,7 @@ use crate::{Float, Tensor};
 
 /// Images `[n, 32, 32, 3]` (normalised) and their labels.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Batch<T = f32> {
+pub struct Batch<T: Float = f32> {
     pub images: Tensor<T>,
     pub labels: Vec<u32>,
 }

@@ -122,7 +122,7 @@ impl Init {
 /// path, without the `params/` prefix) and BatchNorm running statistics
 /// (`<path>/mean`, `<path>/var`, without `batch_stats/`).
 #[derive(Clone, Debug, Default)]
-pub struct ModelState<T> {
+pub struct ModelState<T: Float> {
     pub params: BTreeMap<String, Tensor<T>>,
     pub batch_stats: BTreeMap<String, Tensor<T>>,
 }
@@ -211,7 +211,7 @@ impl<T: Float> ModelState<T> {
 /// The context a model's forward runs in: the tape, the state it reads
 /// parameters from (and writes running statistics to in train mode), and
 /// the current naming scope.
-pub struct Ctx<'a, T> {
+pub struct Ctx<'a, T: Float> {
     tape: &'a Tape<T>,
     state: &'a mut ModelState<T>,
     train: bool,

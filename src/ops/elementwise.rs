@@ -1,5 +1,7 @@
-//! Element-wise ops: ReLU and addition.
+//! Element-wise ops: ReLU and addition. GPU tensors go to
+//! `crate::cuda::elementwise`.
 
+use crate::cuda::{self, elementwise as gpu_ops};
 use crate::float::Float;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -8,6 +10,9 @@ use rayon::prelude::*;
 const GRAIN: usize = 1 << 15;
 
 pub fn relu<T: Float>(x: &Tensor<T>) -> Tensor<T> {
+    if x.is_gpu() {
+        return gpu_ops::relu(cuda::gpu(), x);
+    }
     let mut y = x.data().to_vec();
     y.par_chunks_mut(GRAIN).for_each(|c| {
         for v in c {
@@ -22,6 +27,9 @@ pub fn relu<T: Float>(x: &Tensor<T>) -> Tensor<T> {
 
 /// `dx = dy` where the output was positive, else 0 (JAX's convention at 0).
 pub fn relu_backward<T: Float>(dy: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
+    if dy.is_gpu() {
+        return gpu_ops::relu_backward(cuda::gpu(), dy, y);
+    }
     let mut dx = dy.data().to_vec();
     dx.par_chunks_mut(GRAIN)
         .zip(y.data().par_chunks(GRAIN))
@@ -37,6 +45,9 @@ pub fn relu_backward<T: Float>(dy: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
 
 pub fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     assert_eq!(a.shape(), b.shape(), "add of mismatched shapes");
+    if a.is_gpu() {
+        return gpu_ops::add(cuda::gpu(), a, b);
+    }
     let mut y = a.data().to_vec();
     y.par_chunks_mut(GRAIN)
         .zip(b.data().par_chunks(GRAIN))
