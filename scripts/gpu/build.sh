@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds, on this (GPU-less) machine, everything a GPU session runs: the test
+# binaries with the kernels embedded, the cifar-kern binary, and the fixtures,
+# into .device/ (git-ignored), which the device tool carries to the GPU host:
+#   bash scripts/gpu/build.sh
+#   device run: bash .device/run.sh        (carry: [".device"])
+# The GPU host has no cargo; the binaries run there as built here.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+: "${NVCC:?set NVCC to a CUDA 13.0 nvcc (see README)}"
+out=.device
+rm -rf "$out" && mkdir -p "$out/bin" "$out/fixtures"
+
+# Every test binary (release, kernels embedded); keep those with gpu_ tests
+# plus the f32 fixture tests, which also run on the GPU once it trains.
+cargo test --release --no-run --message-format=json 2>/dev/null \
+    | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["target"]["name"], m["executable"])
+' | while read -r name exe; do
+    case "$name" in gpu_*|fixtures_models) cp "$exe" "$out/bin/$name" ;; esac
+done
+cargo build --release --bin cifar-kern
+cp target/release/cifar-kern "$out/bin/"
+cp -r "${CIFAR_KERN_FIXTURES:-../shared/fixtures}/flax" "$out/fixtures/"
+cp scripts/gpu/run.sh "$out/run.sh"
+du -sh "$out"
