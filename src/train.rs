@@ -52,6 +52,10 @@ pub struct TrainConfig {
     /// Train on the first N images of the training split only.
     #[arg(long)]
     pub limit_train: Option<usize>,
+    /// Validate and test on the first N images of each split only (quick
+    /// smoke runs; the reported accuracies are then not the full ones).
+    #[arg(long)]
+    pub limit_eval: Option<usize>,
     /// Augmentation threads (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -67,6 +71,13 @@ pub struct TrainConfig {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+}
+
+impl TrainConfig {
+    /// The images of a split that validation and testing use.
+    fn eval_subset<'a>(&self, indices: &'a [usize]) -> &'a [usize] {
+        &indices[..self.limit_eval.unwrap_or(indices.len()).min(indices.len())]
+    }
 }
 
 /// The final numbers of a run (those of its best checkpoint).
@@ -225,7 +236,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         let train_loss = loss_sum / steps_per_epoch as f64;
         let train_acc = correct as f64 / seen as f64;
         let validate = progress.epoch % 2 == 0 || progress.epoch == config.epochs;
-        let val_acc = validate.then(|| accuracy(config.model, &state, &train_images, &split.val));
+        let val_acc = validate.then(|| accuracy(config.model, &state, &train_images, config.eval_subset(&split.val)));
         if let Some(acc) = val_acc {
             if progress.best.is_none_or(|(best, _)| acc >= best) {
                 progress.best = Some((acc, progress.epoch));
@@ -324,8 +335,10 @@ fn metadata(config: &TrainConfig, step: usize, epoch: usize) -> CheckpointMetada
         ("epochs".to_string(), config.epochs.to_string()),
         ("batch_size".to_string(), config.batch_size.to_string()),
     ]);
-    if let Some(n) = config.limit_train {
-        meta.insert("limit_train".into(), n.to_string());
+    for (key, limit) in [("limit_train", config.limit_train), ("limit_eval", config.limit_eval)] {
+        if let Some(n) = limit {
+            meta.insert(key.into(), n.to_string());
+        }
     }
     meta
 }
@@ -357,7 +370,7 @@ fn resume(
     }
     let (tensors, meta) = checkpoint::load(&run.last())?;
     let expected = metadata(config, 0, 0);
-    for key in ["model", "seed", "epochs", "batch_size", "limit_train"] {
+    for key in ["model", "seed", "epochs", "batch_size", "limit_train", "limit_eval"] {
         if meta.get(key) != expected.get(key) {
             bail!(
                 "{} was written by a run with {key} = {}, but this one has {}: resume with the same flags",
@@ -411,8 +424,8 @@ fn finish(config: &TrainConfig, run: &RunDir, data: &Cifar10) -> Result<RunResul
     let split = Split::tutorial();
     let test_indices: Vec<usize> = (0..data.test.len()).collect();
     let results = RunResults {
-        val_accuracy: accuracy(config.model, &state, &data.train, &split.val),
-        test_accuracy: accuracy(config.model, &state, &data.test, &test_indices),
+        val_accuracy: accuracy(config.model, &state, &data.train, config.eval_subset(&split.val)),
+        test_accuracy: accuracy(config.model, &state, &data.test, config.eval_subset(&test_indices)),
         num_params: state.num_params(),
     };
     let record = json!({
@@ -421,6 +434,7 @@ fn finish(config: &TrainConfig, run: &RunDir, data: &Cifar10) -> Result<RunResul
         "test_accuracy": results.test_accuracy,
         "num_params": results.num_params,
         "best_epoch": meta.get("epoch").and_then(|e| e.parse::<u64>().ok()),
+        "limit_eval": config.limit_eval,
     });
     checkpoint::write_atomically(&run.results(), format!("{record:#}\n").as_bytes())
         .with_context(|| format!("cannot write {}", run.results().display()))?;

@@ -50,7 +50,8 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// `train resnet` on 256 images (2 steps per epoch) for `epochs` epochs.
+/// `train resnet` on the first `limit` training images for `epochs` epochs,
+/// validating and testing on the first 256 images of each split.
 fn train_args<'a>(out_dir: &'a str, epochs: &'a str, limit: &'a str) -> Vec<&'a str> {
     let data = synthetic_data().to_str().unwrap();
     vec![
@@ -68,6 +69,8 @@ fn train_args<'a>(out_dir: &'a str, epochs: &'a str, limit: &'a str) -> Vec<&'a 
         "--quiet",
         "--device",
         "cpu",
+        "--limit-eval",
+        "256",
     ]
 }
 
