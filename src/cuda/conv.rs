@@ -1,0 +1,397 @@
+//! Launchers for `kernels/conv.cu`: 2-D convolution forward and its three
+//! gradients, with the signatures of `ops::conv` (NHWC activations, HWIO
+//! kernels, any [`Window`]), each returning a fresh tensor.
+//!
+//! The forward and the data gradient are one implicit-GEMM launch each, a
+//! 64 x 64 result tile per block. The weight and bias gradients reduce over
+//! every output pixel in two deterministic levels: fixed chunks of rows write
+//! partials to a workspace, then a second kernel adds them in chunk order.
+//! The chunking is a function of the shapes alone, never of the device, so a
+//! result has the same bits on every card. Kernel indices are 32-bit: every
+//! tensor and workspace is checked to fit.
+
+use super::{launch_1d, DeviceFloat, Gpu, GpuTensor};
+use crate::ops::Window;
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+/// `GEMM_TILE`, `GEMM_BK` and `GEMM_THREADS` in conv.cu.
+const GEMM_TILE: usize = 64;
+const GEMM_BK: usize = 16;
+const GEMM_THREADS: u32 = 256;
+/// `BIAS_CHANNELS` x `BIAS_LANES` threads per bias-gradient block.
+const BIAS_CHANNELS: usize = 32;
+const BIAS_LANES: usize = 8;
+/// Rows of dy per bias-gradient partial sum.
+const BIAS_CHUNK_ROWS: usize = 1024;
+/// The weight gradient splits its rows into enough chunks for about this
+/// many blocks, so small kernels still fill the GPU...
+const WEIGHT_TARGET_BLOCKS: usize = 512;
+/// ...but no chunk is much shorter than this, so partials stay few.
+const WEIGHT_MIN_CHUNK_ROWS: usize = 256;
+/// The largest element count a kernel indexes; half of i32's range, so a
+/// grid-stride step past the end cannot overflow.
+const MAX_INDEX: usize = i32::MAX as usize / 2;
+
+/// `ConvShape` in conv.cu. `pad_h`/`pad_w` are the padding before; the
+/// padding after is implied by `oh`/`ow`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ConvShape {
+    n: i32,
+    h: i32,
+    w: i32,
+    c: i32,
+    oh: i32,
+    ow: i32,
+    o: i32,
+    kh: i32,
+    kw: i32,
+    stride_h: i32,
+    stride_w: i32,
+    pad_h: i32,
+    pad_w: i32,
+}
+
+fn index(v: usize, what: &str) -> i32 {
+    assert!(
+        v <= MAX_INDEX,
+        "conv: {what} has {v} elements, more than the kernels index"
+    );
+    v as i32
+}
+
+impl ConvShape {
+    fn new(x_shape: &[usize], w_shape: &[usize], win: &Window) -> Self {
+        let &[n, h, w, c] = x_shape else {
+            panic!("expected an NHWC tensor, got shape {x_shape:?}")
+        };
+        let &[kh, kw, ci, o] = w_shape else {
+            panic!("conv kernel must be HWIO, got {w_shape:?}")
+        };
+        assert_eq!(ci, c, "conv kernel expects {ci} input channels, input has {c}");
+        assert_eq!([kh, kw], win.size, "conv kernel {kh}x{kw} vs window {:?}", win.size);
+        let [oh, ow] = win.out_hw([h, w]);
+        index(n * h * w * c, "the input");
+        index(n * oh * ow * o, "the output");
+        index(kh * kw * c * o, "the kernel");
+        let dim = |v: usize| index(v, "a dimension");
+        ConvShape {
+            n: dim(n),
+            h: dim(h),
+            w: dim(w),
+            c: dim(c),
+            oh: dim(oh),
+            ow: dim(ow),
+            o: dim(o),
+            kh: dim(kh),
+            kw: dim(kw),
+            stride_h: dim(win.stride[0]),
+            stride_w: dim(win.stride[1]),
+            pad_h: dim(win.pad_lo[0]),
+            pad_w: dim(win.pad_lo[1]),
+        }
+    }
+    fn y_shape(&self) -> [usize; 4] {
+        [self.n, self.oh, self.ow, self.o].map(|v| v as usize)
+    }
+    /// Input pixels: the rows of x and dx.
+    fn in_rows(&self) -> usize {
+        (self.n * self.h * self.w) as usize
+    }
+    /// Output pixels: the rows of y and dy.
+    fn out_rows(&self) -> usize {
+        (self.n * self.oh * self.ow) as usize
+    }
+    /// Taps of one window: the rows of the kernel as a matrix.
+    fn k(&self) -> usize {
+        (self.kh * self.kw * self.c) as usize
+    }
+}
+
+/// `ForwardParams<T>` in conv.cu.
+#[repr(C)]
+struct ForwardParams {
+    x: u64,
+    w: u64,
+    bias: u64, // 0: no bias
+    y: u64,
+    s: ConvShape,
+}
+/// `BackwardDataParams<T>` in conv.cu.
+#[repr(C)]
+struct BackwardDataParams {
+    dy: u64,
+    w: u64,
+    dx: u64,
+    s: ConvShape,
+}
+/// `WeightPartialParams<T>` in conv.cu.
+#[repr(C)]
+struct WeightPartialParams {
+    dy: u64,
+    x: u64,
+    partials: u64,
+    chunk_rows: i32,
+    s: ConvShape,
+}
+/// `BiasPartialParams<T>` in conv.cu.
+#[repr(C)]
+struct BiasPartialParams {
+    dy: u64,
+    partials: u64,
+    rows: i32,
+    channels: i32,
+    chunk_rows: i32,
+}
+/// `TotalParams<P, T>` in conv.cu.
+#[repr(C)]
+struct TotalParams {
+    partials: u64,
+    out: u64,
+    count: i32,
+    chunks: i32,
+}
+// SAFETY: plain #[repr(C)] structs of u64 and i32, laid out as their C++ twins.
+unsafe impl DeviceRepr for ForwardParams {}
+unsafe impl DeviceRepr for BackwardDataParams {}
+unsafe impl DeviceRepr for WeightPartialParams {}
+unsafe impl DeviceRepr for BiasPartialParams {}
+unsafe impl DeviceRepr for TotalParams {}
+
+/// A GEMM kernel's launch: one block per 64 x 64 tile of a `rows x cols`
+/// result, `depth` such results (the weight gradient's chunks) along z.
+fn gemm_launch(rows: usize, cols: usize, depth: usize) -> LaunchConfig {
+    let tiles = |v: usize| u32::try_from(v.div_ceil(GEMM_TILE)).expect("grid too large");
+    LaunchConfig {
+        grid_dim: (tiles(rows), tiles(cols), u32::try_from(depth).expect("grid too large")),
+        block_dim: (GEMM_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Rows of dy per weight-gradient chunk, for `rows` output pixels and a
+/// result of `tiles` GEMM tiles: a multiple of GEMM_BK that cuts the rows
+/// into about max(1, WEIGHT_TARGET_BLOCKS / tiles) chunks, and into no more
+/// chunks than WEIGHT_MIN_CHUNK_ROWS allows.
+fn weight_chunk_rows(rows: usize, tiles: usize) -> usize {
+    let most = rows.div_ceil(WEIGHT_MIN_CHUNK_ROWS);
+    let chunks = WEIGHT_TARGET_BLOCKS.div_ceil(tiles).clamp(1, most.max(1));
+    rows.div_ceil(chunks).next_multiple_of(GEMM_BK)
+}
+
+/// `y = conv(x, w) + b`, shape `[n, oh, ow, o]`.
+pub fn forward<T: DeviceFloat>(
+    gpu: &Gpu,
+    x: &GpuTensor<T>,
+    w: &GpuTensor<T>,
+    b: Option<&GpuTensor<T>>,
+    win: &Window,
+) -> GpuTensor<T> {
+    let s = ConvShape::new(x.shape(), w.shape(), win);
+    if let Some(b) = b {
+        assert_eq!(b.shape(), [s.o as usize], "conv bias must have shape [{}]", s.o);
+    }
+    let y = gpu.alloc::<T>(&s.y_shape());
+    let params = ForwardParams {
+        x: gpu.ptr(x),
+        w: gpu.ptr(w),
+        bias: b.map_or(0, |b| gpu.ptr(b)),
+        y: gpu.ptr(&y),
+        s,
+    };
+    let cfg = gemm_launch(s.out_rows(), s.o as usize, 1);
+    // SAFETY: x, w, b and y have the shapes ConvShape::new checked.
+    unsafe { gpu.launch(&gpu.function::<T>("conv", "conv_forward"), cfg, params) };
+    y
+}
+
+/// dL/dx given dL/dy.
+pub fn backward_data<T: DeviceFloat>(
+    gpu: &Gpu,
+    dy: &GpuTensor<T>,
+    x_shape: &[usize],
+    w: &GpuTensor<T>,
+    win: &Window,
+) -> GpuTensor<T> {
+    let s = ConvShape::new(x_shape, w.shape(), win);
+    assert_eq!(dy.shape(), s.y_shape(), "conv backward_data: dy shape");
+    let dx = gpu.alloc::<T>(x_shape);
+    let params = BackwardDataParams {
+        dy: gpu.ptr(dy),
+        w: gpu.ptr(w),
+        dx: gpu.ptr(&dx),
+        s,
+    };
+    let cfg = gemm_launch(s.in_rows(), s.c as usize, 1);
+    // SAFETY: dy, w and dx have the shapes checked above.
+    unsafe { gpu.launch(&gpu.function::<T>("conv", "conv_backward_data"), cfg, params) };
+    dx
+}
+
+/// dL/dw (HWIO) given dL/dy.
+pub fn backward_weight<T: DeviceFloat>(
+    gpu: &Gpu,
+    dy: &GpuTensor<T>,
+    x: &GpuTensor<T>,
+    w_shape: &[usize],
+    win: &Window,
+) -> GpuTensor<T> {
+    let s = ConvShape::new(x.shape(), w_shape, win);
+    assert_eq!(dy.shape(), s.y_shape(), "conv backward_weight: dy shape");
+    let (rows, k, o) = (s.out_rows(), s.k(), s.o as usize);
+    let cfg = gemm_launch(k, o, 1);
+    let tiles = (cfg.grid_dim.0 * cfg.grid_dim.1) as usize;
+    let chunk_rows = weight_chunk_rows(rows, tiles);
+    let chunks = rows.div_ceil(chunk_rows);
+    let partials = gpu.alloc::<T>(&[chunks, k, o]);
+    index(partials.numel(), "the weight-gradient workspace");
+    let params = WeightPartialParams {
+        dy: gpu.ptr(dy),
+        x: gpu.ptr(x),
+        partials: gpu.ptr(&partials),
+        chunk_rows: chunk_rows as i32,
+        s,
+    };
+    // SAFETY: dy and x have the shapes checked above; partials holds every
+    // chunk's k x o tile.
+    unsafe {
+        gpu.launch(
+            &gpu.function::<T>("conv", "conv_weight_partial"),
+            gemm_launch(k, o, chunks),
+            params,
+        )
+    };
+    let dw = gpu.alloc::<T>(w_shape);
+    sum_partials(gpu, "conv_weight_total", &partials, &dw, chunks);
+    dw
+}
+
+/// dL/db given dL/dy: the sum over batch and pixels, accumulated in f64.
+pub fn backward_bias<T: DeviceFloat>(gpu: &Gpu, dy: &GpuTensor<T>) -> GpuTensor<T> {
+    let channels = *dy.shape().last().expect("conv output is 4-D");
+    let rows = dy.numel() / channels;
+    let chunks = rows.div_ceil(BIAS_CHUNK_ROWS);
+    index(dy.numel(), "dy");
+    let partials = gpu.alloc::<f64>(&[chunks, channels]);
+    let params = BiasPartialParams {
+        dy: gpu.ptr(dy),
+        partials: gpu.ptr(&partials),
+        rows: index(rows, "dy"),
+        channels: index(channels, "dy"),
+        chunk_rows: BIAS_CHUNK_ROWS as i32,
+    };
+    let cfg = LaunchConfig {
+        grid_dim: (
+            u32::try_from(chunks).expect("grid too large"),
+            u32::try_from(channels.div_ceil(BIAS_CHANNELS)).expect("grid too large"),
+            1,
+        ),
+        block_dim: ((BIAS_CHANNELS * BIAS_LANES) as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: dy holds rows x channels elements, partials chunks x channels.
+    unsafe { gpu.launch(&gpu.function::<T>("conv", "conv_bias_partial"), cfg, params) };
+    let db = gpu.alloc::<T>(&[channels]);
+    sum_partials(gpu, "conv_bias_total", &partials, &db, chunks);
+    db
+}
+
+/// `out = sum over chunks of partials[chunk]` (in chunk order) by kernel
+/// `name`, whose partials have element type P.
+fn sum_partials<P, T: DeviceFloat>(gpu: &Gpu, name: &str, partials: &GpuTensor<P>, out: &GpuTensor<T>, chunks: usize) {
+    let count = out.numel();
+    assert_eq!(partials.numel(), chunks * count, "{name}: workspace size");
+    let params = TotalParams {
+        partials: gpu.ptr(partials),
+        out: gpu.ptr(out),
+        count: index(count, name),
+        chunks: index(chunks, name),
+    };
+    // SAFETY: partials holds chunks x count elements, out count.
+    unsafe { gpu.launch(&gpu.function::<T>("conv", name), launch_1d(count), params) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conv_shape_matches_the_window() {
+        // ResNet's 3x3/2 SAME conv at 16x16: pads 0 before, 1 after.
+        let win = Window::same([3, 3], [2, 2], [16, 16]);
+        let s = ConvShape::new(&[128, 16, 16, 32], &[3, 3, 32, 64], &win);
+        assert_eq!(
+            s,
+            ConvShape {
+                n: 128,
+                h: 16,
+                w: 16,
+                c: 32,
+                oh: 8,
+                ow: 8,
+                o: 64,
+                kh: 3,
+                kw: 3,
+                stride_h: 2,
+                stride_w: 2,
+                pad_h: 0,
+                pad_w: 0
+            }
+        );
+        assert_eq!((s.in_rows(), s.out_rows(), s.k()), (128 * 256, 128 * 64, 288));
+        assert_eq!(s.y_shape(), [128, 8, 8, 64]);
+    }
+
+    #[test]
+    #[should_panic(expected = "input channels")]
+    fn conv_shape_rejects_mismatched_channels() {
+        ConvShape::new(&[1, 4, 4, 3], &[1, 1, 4, 8], &Window::valid([1, 1], [1, 1]));
+    }
+
+    #[test]
+    #[should_panic(expected = "more than the kernels index")]
+    fn conv_shape_rejects_tensors_past_32_bit_indices() {
+        ConvShape::new(&[1 << 20, 32, 32, 64], &[1, 1, 64, 1], &Window::valid([1, 1], [1, 1]));
+    }
+
+    #[test]
+    fn param_structs_have_their_cuda_sizes() {
+        // sizeof of the C++ twins (pointers, then 32-bit fields, padded to 8).
+        use std::mem::size_of;
+        assert_eq!(size_of::<ConvShape>(), 52);
+        assert_eq!(size_of::<ForwardParams>(), 88);
+        assert_eq!(size_of::<BackwardDataParams>(), 80);
+        assert_eq!(size_of::<WeightPartialParams>(), 80);
+        assert_eq!(size_of::<BiasPartialParams>(), 32);
+        assert_eq!(size_of::<TotalParams>(), 24);
+    }
+
+    #[test]
+    fn gemm_launch_covers_the_result() {
+        let cfg = gemm_launch(128 * 32 * 32, 16, 1);
+        assert_eq!(cfg.grid_dim, (2048, 1, 1));
+        assert_eq!(gemm_launch(65, 129, 7).grid_dim, (2, 3, 7));
+        assert_eq!(cfg.block_dim, (GEMM_THREADS, 1, 1));
+    }
+
+    #[test]
+    fn weight_chunks_cover_the_rows_in_whole_steps() {
+        for rows in [1, 15, 16, 17, 255, 257, 8 * 8 * 128, 15 * 15 * 128, 32 * 32 * 128] {
+            for tiles in [1, 3, 9, 40, 600] {
+                let chunk = weight_chunk_rows(rows, tiles);
+                let chunks = rows.div_ceil(chunk);
+                assert_eq!(chunk % GEMM_BK, 0, "rows {rows} tiles {tiles}");
+                assert!((chunks - 1) * chunk < rows && chunks * chunk >= rows);
+                assert!(chunks <= rows.div_ceil(WEIGHT_MIN_CHUNK_ROWS).max(1));
+                assert!(
+                    chunks * tiles <= WEIGHT_TARGET_BLOCKS + tiles,
+                    "rows {rows} tiles {tiles}"
+                );
+            }
+        }
+        // ResNet's first 3x3 conv (K = 144: 3 tiles) at 32x32, batch 128:
+        // 171 chunks of 768 rows.
+        assert_eq!(weight_chunk_rows(32 * 32 * 128, 3), 768);
+        assert_eq!(weight_chunk_rows(10, 1), 16);
+    }
+}
