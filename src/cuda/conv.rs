@@ -298,7 +298,13 @@ pub fn backward_bias<T: DeviceFloat>(gpu: &Gpu, dy: &GpuTensor<T>) -> GpuTensor<
 
 /// `out = sum over chunks of partials[chunk]` (in chunk order) by kernel
 /// `name`, whose partials have element type P.
-fn sum_partials<P, T: DeviceFloat>(gpu: &Gpu, name: &str, partials: &GpuTensor<P>, out: &GpuTensor<T>, chunks: usize) {
+fn sum_partials<P: crate::float::Float, T: DeviceFloat>(
+    gpu: &Gpu,
+    name: &str,
+    partials: &GpuTensor<P>,
+    out: &GpuTensor<T>,
+    chunks: usize,
+) {
     let count = out.numel();
     assert_eq!(partials.numel(), chunks * count, "{name}: workspace size");
     let params = TotalParams {
