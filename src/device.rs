@@ -1,35 +1,48 @@
-//! `--device auto|cpu|cuda`: which backend runs the model.
-//!
-//! The CUDA training backend is not written yet (only its first kernels are
-//! compiled into the binary), so every run uses the CPU today; `auto` says
-//! so in one line, and `cuda` is refused with what to do instead.
+//! `--device auto|cpu|cuda`: where a model's tensors live, and so which
+//! backend runs its ops (the ops dispatch on where their inputs are).
 
-use anyhow::{bail, Result};
+use crate::cuda::Gpu;
+use crate::float::Float;
+use crate::tensor::Tensor;
+use anyhow::{anyhow, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Device {
-    /// The GPU when one can be used, else the CPU.
+    /// The GPU when one can be used, else the CPU (with a one-line note).
     Auto,
     Cpu,
     Cuda,
 }
 
+/// The resolved choice.
+#[derive(Clone, Copy)]
+pub enum Placement {
+    Cpu,
+    Gpu(&'static Gpu),
+}
+
 impl Device {
-    /// Checks the choice and tells the user (on stderr) what will run.
-    pub fn resolve(self) -> Result<()> {
-        match self {
-            Device::Cpu => Ok(()),
-            Device::Cuda => bail!(
-                "--device cuda: this version has no CUDA training backend yet (its kernels are still being written); \
-                 use --device cpu"
-            ),
-            Device::Auto => {
-                match crate::cuda::unavailable_reason() {
-                    None => eprintln!("a GPU is present, but the CUDA backend is not written yet: using the CPU"),
-                    Some(why) => eprintln!("using the CPU: {why}"),
-                }
-                Ok(())
+    /// Opens the GPU if asked for (or available, for `auto`); tells the user
+    /// on stderr what will run.
+    pub fn resolve(self) -> Result<Placement> {
+        match (self, Gpu::global()) {
+            (Device::Cpu, _) => Ok(Placement::Cpu),
+            (Device::Cuda, Ok(gpu)) | (Device::Auto, Ok(gpu)) => Ok(Placement::Gpu(gpu)),
+            (Device::Cuda, Err(why)) => Err(anyhow!("--device cuda: no usable GPU ({why}); use --device cpu")),
+            (Device::Auto, Err(why)) => {
+                eprintln!("using the CPU: {why}");
+                Ok(Placement::Cpu)
             }
+        }
+    }
+}
+
+impl Placement {
+    /// `t` where this placement computes.
+    pub fn place<T: Float>(self, t: Tensor<T>) -> Tensor<T> {
+        match self {
+            Placement::Gpu(gpu) if !t.is_gpu() => gpu.upload(&t),
+            _ => t,
         }
     }
 }

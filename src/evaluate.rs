@@ -2,6 +2,7 @@
 
 use crate::autograd::{Tape, Var};
 use crate::checkpoint::{self, CheckpointMetadata};
+use crate::cuda;
 use crate::data::{eval_batches, ImageSet};
 use crate::models::{Ctx, ModelKind, ModelState};
 use crate::ops::loss;
@@ -29,12 +30,15 @@ pub fn load_model(kind: ModelKind, path: &Path) -> Result<(ModelState<f32>, Chec
     Ok((state, metadata))
 }
 
-/// Logits `[n, 10]` for normalised images, in eval mode.
+/// Logits `[n, 10]` (on the host) for normalised host images, in eval
+/// mode, computed where `state` lives.
 pub fn logits(kind: ModelKind, state: &ModelState<f32>, images: Tensor<f32>) -> Tensor<f32> {
+    let on_gpu = state.params.values().next().is_some_and(Tensor::is_gpu);
+    let images = if on_gpu { cuda::gpu().upload(&images) } else { images };
     let mut state = state.clone();
     let tape = Tape::no_grad();
     let out = kind.forward(&mut Ctx::new(&tape, &mut state, false), &Var::constant(images));
-    out.value().clone()
+    out.value().to_host()
 }
 
 /// Fraction of `set[indices]` classified correctly, in eval mode.

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use cifar_kern::checkpoint;
 use cifar_kern::data::{self, normalize_into, Split, CLASS_NAMES, IMAGE_BYTES, IMAGE_SIZE};
-use cifar_kern::device::Device;
+use cifar_kern::device::{Device, Placement};
 use cifar_kern::evaluate::{self, accuracy};
 use cifar_kern::models::{ModelKind, ModelState};
 use cifar_kern::tensor::Tensor;
@@ -117,8 +117,8 @@ fn run(command: Command) -> Result<()> {
             device,
             json,
         } => {
-            device.resolve()?;
-            eval(model, &checkpoint, &data_dir, split, json)
+            let placement = device.resolve()?;
+            eval(model, &checkpoint, &data_dir, split, json, placement)
         }
         Command::Predict {
             model,
@@ -158,8 +158,16 @@ fn run(command: Command) -> Result<()> {
     }
 }
 
-fn eval(model: ModelKind, checkpoint: &Path, data_dir: &Path, split: SplitChoice, json: bool) -> Result<()> {
+fn eval(
+    model: ModelKind,
+    checkpoint: &Path,
+    data_dir: &Path,
+    split: SplitChoice,
+    json: bool,
+    placement: Placement,
+) -> Result<()> {
     let (state, _) = evaluate::load_model(model, checkpoint)?;
+    let state = state.map(|t| placement.place(t.clone()));
     let data = load_data(data_dir, true)?;
     let mut out = serde_json::Map::new();
     if split != SplitChoice::Test {

@@ -16,7 +16,7 @@
 use crate::autograd::{Tape, Var};
 use crate::checkpoint::{self, CheckpointMetadata, NamedTensors};
 use crate::data::{self, Batch, Cifar10, DataError, Split, TrainLoader, TrainOptions};
-use crate::device::Device;
+use crate::device::{Device, Placement};
 use crate::evaluate::{self, accuracy};
 use crate::models::{Ctx, ModelKind, ModelState};
 use crate::ops::loss;
@@ -142,7 +142,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
     if config.epochs == 0 || config.batch_size == 0 {
         bail!("--epochs and --batch-size must be at least 1");
     }
-    config.device.resolve()?;
+    let placement = config.device.resolve()?;
     let run = RunDir::new(&config.out_dir, config.model);
     if !config.retrain && run.results().exists() {
         eprintln!(
@@ -151,7 +151,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
             config.model
         );
         let data = load_data(&config.data_dir, config.no_download)?;
-        return finish(config, &run, &data);
+        return finish(config, &run, &data, placement);
     }
     if !config.resume && !config.retrain && run.last().exists() {
         bail!(
@@ -183,12 +183,12 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
     fs::create_dir_all(run.path()).with_context(|| format!("cannot create {}", run.path().display()))?;
 
     let (mut state, mut optimizer, mut progress) = if config.resume {
-        resume(config, &run, opt_config)?
+        resume(config, &run, opt_config, placement)?
     } else {
         for stale in [run.metrics(), run.results()] {
             let _ = fs::remove_file(stale); // --retrain: the new run's logs start empty
         }
-        let state = ModelState::<f32>::init(config.model, config.seed);
+        let state = ModelState::<f32>::init(config.model, config.seed).map(|t| placement.place(t.clone()));
         let optimizer = Optimizer::new(opt_config, &state.params);
         (state, optimizer, Progress { epoch: 0, best: None })
     };
@@ -208,6 +208,10 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0, 0);
         let lr = optimizer.learning_rate();
         for batch in loader.epoch(epoch) {
+            let batch = Batch {
+                images: placement.place(batch.images),
+                labels: batch.labels,
+            };
             let (batch_loss, batch_correct) = train_step(config.model, &mut state, &mut optimizer, batch)
                 .with_context(|| {
                     format!(
@@ -276,7 +280,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
             seen as f64 / train_seconds
         );
     }
-    finish(config, &run, &data)
+    finish(config, &run, &data, placement)
 }
 
 /// One optimisation step; returns the batch's loss and how many images it
@@ -349,9 +353,9 @@ fn save(
     optimizer: Option<&Optimizer<f32>>,
     meta: CheckpointMetadata,
 ) -> Result<()> {
-    let mut tensors: NamedTensors = state.named_tensors().map(|(k, v)| (k, v.clone())).collect();
+    let mut tensors: NamedTensors = state.named_tensors().map(|(k, v)| (k, v.to_host())).collect();
     if let Some(opt) = optimizer {
-        tensors.extend(opt.state_tensors());
+        tensors.extend(opt.state_tensors().into_iter().map(|(k, v)| (k, v.to_host())));
     }
     Ok(checkpoint::save(path, &tensors, &meta)?)
 }
@@ -361,6 +365,7 @@ fn resume(
     config: &TrainConfig,
     run: &RunDir,
     opt_config: OptimizerConfig,
+    placement: Placement,
 ) -> Result<(ModelState<f32>, Optimizer<f32>, Progress)> {
     if !run.last().exists() {
         bail!(
@@ -381,6 +386,7 @@ fn resume(
         }
     }
     let (state, _) = evaluate::load_model(config.model, &run.last())?;
+    let state = state.map(|t| placement.place(t.clone()));
     let mut optimizer = Optimizer::new(opt_config, &state.params);
     optimizer
         .load_state(&tensors)
@@ -419,8 +425,9 @@ fn append_line(path: &Path, value: &Value) -> Result<()> {
 
 /// Evaluates the best checkpoint on validation and test, and records the
 /// results (which marks the run finished).
-fn finish(config: &TrainConfig, run: &RunDir, data: &Cifar10) -> Result<RunResults> {
+fn finish(config: &TrainConfig, run: &RunDir, data: &Cifar10, placement: Placement) -> Result<RunResults> {
     let (state, meta) = evaluate::load_model(config.model, &run.best())?;
+    let state = state.map(|t| placement.place(t.clone()));
     let split = Split::tutorial();
     let test_indices: Vec<usize> = (0..data.test.len()).collect();
     let results = RunResults {

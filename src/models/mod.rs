@@ -199,6 +199,14 @@ impl<T: Float> ModelState<T> {
         }
     }
 
+    /// The same state with every tensor moved by `f` (to the GPU or the host).
+    pub fn map(&self, f: impl Fn(&Tensor<T>) -> Tensor<T>) -> Self {
+        ModelState {
+            params: self.params.iter().map(|(k, v)| (k.clone(), f(v))).collect(),
+            batch_stats: self.batch_stats.iter().map(|(k, v)| (k.clone(), f(v))).collect(),
+        }
+    }
+
     /// The same state in another float type.
     pub fn cast<U: Float>(&self) -> ModelState<U> {
         ModelState {
