@@ -11,6 +11,7 @@
 //! Status: the runtime and the element-wise family exist; the other kernel
 //! families and the GPU training path are the CUDA-backend issue's work.
 
+pub mod batchnorm;
 pub mod elementwise;
 
 use crate::float::Float;
@@ -185,6 +186,7 @@ impl Gpu {
     pub fn synchronize(&self) {
         self.stream.synchronize().expect("GPU work failed");
     }
+
 }
 
 /// A 1-D launch covering `n` threads, 256 per block, capped so grid-stride
