@@ -12,6 +12,7 @@
 //! families and the GPU training path are the CUDA-backend issue's work.
 
 pub mod batchnorm;
+pub mod concat;
 pub mod elementwise;
 pub mod pool;
 
