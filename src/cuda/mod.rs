@@ -15,6 +15,7 @@ pub mod batchnorm;
 pub mod concat;
 pub mod elementwise;
 pub mod pool;
+pub mod reduce;
 
 use crate::float::Float;
 use crate::tensor::Tensor;
