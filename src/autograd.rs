@@ -269,7 +269,7 @@ impl<T: Float> Tape<T> {
         let (y, argmax) = ops::pool::max_forward(&x.value, &win);
         let x_shape = x.shape().to_vec();
         self.record(Rc::new(y), &[x], move |dy, _| {
-            vec![Some(ops::pool::max_backward(dy, &argmax, &x_shape))]
+            vec![Some(ops::pool::max_backward(dy, &argmax, &x_shape, &win))]
         })
     }
 

@@ -55,6 +55,29 @@ impl<T: Float> fmt::Debug for Tensor<T> {
     }
 }
 
+/// Shape and placement: available for any element type.
+impl<T> Tensor<T> {
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        matches!(self.storage, Storage::Gpu(_))
+    }
+
+    /// The device buffer of a GPU tensor.
+    pub fn gpu_data(&self) -> Option<&CudaSlice<T>> {
+        match &self.storage {
+            Storage::Gpu(s) => Some(s),
+            Storage::Host(_) => None,
+        }
+    }
+}
+
 impl<T: Float> Tensor<T> {
     pub fn new(shape: &[usize], data: Vec<T>) -> Self {
         let numel: usize = shape.iter().product();
@@ -83,18 +106,6 @@ impl<T: Float> Tensor<T> {
         }
     }
 
-    pub fn is_gpu(&self) -> bool {
-        matches!(self.storage, Storage::Gpu(_))
-    }
-
-    /// The device buffer of a GPU tensor.
-    pub fn gpu_data(&self) -> Option<&CudaSlice<T>> {
-        match &self.storage {
-            Storage::Gpu(s) => Some(s),
-            Storage::Host(_) => None,
-        }
-    }
-
     /// A host copy (a clone for a host tensor).
     pub fn to_host(&self) -> Tensor<T> {
         Tensor::new(&self.shape, self.host_data().into_owned())
@@ -120,6 +131,13 @@ impl<T: Float> Tensor<T> {
         Self::new(&[], vec![value])
     }
 
+    /// Uniform entries in `[lo, hi)`.
+    pub fn uniform(shape: &[usize], lo: f64, hi: f64, rng: &mut impl Rng) -> Self {
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| T::of(rng.random_range(lo..hi))).collect();
+        Self::new(shape, data)
+    }
+
     /// Standard-normal entries scaled by `std`.
     pub fn randn(shape: &[usize], std: f64, rng: &mut impl Rng) -> Self {
         let n = shape.iter().product();
@@ -130,20 +148,6 @@ impl<T: Float> Tensor<T> {
             })
             .collect();
         Self::new(shape, data)
-    }
-
-    /// Uniform entries in `[lo, hi)`.
-    pub fn uniform(shape: &[usize], lo: f64, hi: f64, rng: &mut impl Rng) -> Self {
-        let n = shape.iter().product();
-        let data = (0..n).map(|_| T::of(rng.random_range(lo..hi))).collect();
-        Self::new(shape, data)
-    }
-
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
     }
     /// The elements of a host tensor.
     pub fn data(&self) -> &[T] {

@@ -11,13 +11,17 @@
 //! Status: the runtime and the element-wise family exist; the other kernel
 //! families and the GPU training path are the CUDA-backend issue's work.
 
+pub mod batchnorm;
+pub mod concat;
 pub mod conv;
 pub mod elementwise;
+pub mod pool;
+pub mod reduce;
 
 use crate::float::Float;
 use crate::tensor::Tensor;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -182,6 +186,37 @@ impl Gpu {
 
     pub fn synchronize(&self) {
         self.stream.synchronize().expect("GPU work failed");
+    }
+
+    /// Uninitialised device memory for `len` elements of a non-float type
+    /// (max-pool's u32 argmax), poisoned with all bits set like [`Gpu::alloc`].
+    pub fn alloc_buffer<E: DeviceRepr>(&self, len: usize) -> CudaSlice<E> {
+        // SAFETY: the memory is only read after a kernel has written it.
+        let buffer = unsafe { self.stream.alloc::<E>(len) }.expect("GPU out of memory");
+        if self.poison {
+            // SAFETY: writes exactly the allocation's bytes, on its stream.
+            unsafe {
+                cudarc::driver::result::memset_d8_async(
+                    self.buffer_ptr(&buffer),
+                    0xff,
+                    len * std::mem::size_of::<E>(),
+                    self.stream.cu_stream(),
+                )
+            }
+            .expect("poisoning an allocation failed");
+        }
+        buffer
+    }
+
+    /// The raw address of a device buffer, for a parameter struct.
+    pub fn buffer_ptr<E>(&self, buffer: &CudaSlice<E>) -> u64 {
+        let (ptr, _no_sync) = buffer.device_ptr(&self.stream);
+        ptr
+    }
+
+    /// A host copy of a device buffer.
+    pub fn download_buffer<E: DeviceRepr>(&self, buffer: &CudaSlice<E>) -> Vec<E> {
+        self.stream.clone_dtoh(buffer).expect("device-to-host copy failed")
     }
 }
 

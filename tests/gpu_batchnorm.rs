@@ -1,0 +1,171 @@
+//! CUDA batch norm against `ops::batchnorm`, in f64 (and once in f32), at
+//! every BatchNorm shape of the four networks at batch 128: train and eval
+//! forward, the running-statistics update, train and eval backward, and
+//! bit-identical reruns. Without a GPU each test prints "skipped: no GPU".
+
+mod gpu_parity;
+
+use cifar_kern::cuda::batchnorm::{self, GpuBatchStats};
+use cifar_kern::cuda::Gpu;
+use cifar_kern::ops::batchnorm::{self as cpu, BatchStats};
+use cifar_kern::{Float, Tensor};
+use gpu_parity::{assert_close, assert_same_bits, randn, rng, BATCH};
+use std::collections::BTreeSet;
+
+/// (H = W, channels of each BatchNorm at that resolution), per network.
+type BnLayers = &'static [(usize, &'static [usize])];
+
+/// Stem 64; inception branches (1x1 outs, 3x3/5x5 reductions and outs, max
+/// branch) at 32x32, 15x15 and 7x7.
+const GOOGLENET: BnLayers = &[
+    (32, &[64, 16, 32, 8, 24, 48, 12]),
+    (15, &[24, 32, 48, 16, 12]),
+    (7, &[32, 48, 64, 16]),
+];
+/// ResNet and PreActResNet: 16, 32, 64 channels (the pre-activation
+/// shortcut's BN sees the previous group's width at the previous resolution,
+/// which is the same list).
+const RESNETS: BnLayers = &[(32, &[16]), (16, &[32]), (8, &[64])];
+/// Dense layers' inputs (growing by 16), their 32-channel bottlenecks, the
+/// transitions (128, 160, 176) and the final BN (184).
+const DENSENET: BnLayers = &[
+    (32, &[32, 48, 64, 80, 96, 112, 128]),
+    (16, &[32, 64, 80, 96, 112, 128, 144, 160]),
+    (8, &[32, 80, 96, 112, 128, 144, 160, 176]),
+    (4, &[32, 88, 104, 120, 136, 152, 168, 184]),
+];
+
+fn shapes(layers: BnLayers) -> BTreeSet<[usize; 4]> {
+    layers
+        .iter()
+        .flat_map(|&(hw, cs)| cs.iter().map(move |&c| [BATCH, hw, hw, c]))
+        .collect()
+}
+
+/// `v + offset` element-wise, so the batch mean is far from zero.
+fn shifted<T: Float>(t: Tensor<f64>, offset: f64) -> Tensor<T> {
+    Tensor::new(t.shape(), t.data().iter().map(|&v| T::of(v + offset)).collect())
+}
+
+fn upload_stats<T: cifar_kern::cuda::DeviceFloat>(gpu: &Gpu, s: &BatchStats<T>) -> GpuBatchStats<T> {
+    GpuBatchStats {
+        mean: gpu.upload(&s.mean),
+        var: gpu.upload(&s.var),
+    }
+}
+
+/// Every batch-norm entry point at `shape` against the CPU op, in T.
+fn check<T: cifar_kern::cuda::DeviceFloat>(gpu: &Gpu, shape: &[usize], seed: u64) {
+    let c = *shape.last().unwrap();
+    let what = |op: &str| format!("{op} at {shape:?}");
+    let x: Tensor<T> = shifted(Tensor::randn(shape, 2.0, &mut rng(seed)), 0.5);
+    let dy: Tensor<T> = shifted(randn(shape, seed + 1), 0.0);
+    let scale: Tensor<T> = shifted(randn(&[c], seed + 2), 1.0);
+    let bias: Tensor<T> = shifted(randn(&[c], seed + 3), 0.0);
+    let running = BatchStats {
+        mean: shifted(randn(&[c], seed + 4), 0.0),
+        var: Tensor::uniform(&[c], 0.5, 2.0, &mut rng(seed + 5)),
+    };
+    let (gx, gdy, gscale, gbias) = (gpu.upload(&x), gpu.upload(&dy), gpu.upload(&scale), gpu.upload(&bias));
+
+    let (y, stats) = cpu::forward_train(&x, &scale, &bias);
+    let (gy, gstats) = batchnorm::forward_train(gpu, &gx, &gscale, &gbias);
+    assert_close(&gpu.download(&gy), &y, &what("train forward y"));
+    assert_close(&gpu.download(&gstats.mean), &stats.mean, &what("batch mean"));
+    assert_close(&gpu.download(&gstats.var), &stats.var, &what("batch variance"));
+
+    let grunning = upload_stats(gpu, &running);
+    let y_eval = cpu::forward_eval(&x, &scale, &bias, &running.mean, &running.var);
+    let gy_eval = batchnorm::forward_eval(gpu, &gx, &gscale, &gbias, &grunning.mean, &grunning.var);
+    assert_close(&gpu.download(&gy_eval), &y_eval, &what("eval forward"));
+
+    let (mut rm, mut rv) = (running.mean.clone(), running.var.clone());
+    cpu::update_running(&mut rm, &mut rv, &stats);
+    let (mut grm, mut grv) = (gpu.upload(&running.mean), gpu.upload(&running.var));
+    batchnorm::update_running(gpu, &mut grm, &mut grv, &upload_stats(gpu, &stats));
+    assert_close(&gpu.download(&grm), &rm, &what("running mean update"));
+    assert_close(&gpu.download(&grv), &rv, &what("running variance update"));
+
+    // The backward gets the CPU's statistics, so it is checked on its own.
+    for (train, s, gs) in [(true, &stats, upload_stats(gpu, &stats)), (false, &running, grunning)] {
+        let mode = if train { "train" } else { "eval" };
+        let (dx, dscale, dbias) = cpu::backward(&dy, &x, &scale, s, train);
+        let (gdx, gdscale, gdbias) = batchnorm::backward(gpu, &gdy, &gx, &gscale, &gs, train);
+        assert_close(&gpu.download(&gdx), &dx, &what(&format!("{mode} dx")));
+        assert_close(&gpu.download(&gdscale), &dscale, &what(&format!("{mode} dscale")));
+        assert_close(&gpu.download(&gdbias), &dbias, &what(&format!("{mode} dbias")));
+    }
+}
+
+/// Train forward and backward twice on the same f64 inputs: the same bits.
+fn check_reruns(gpu: &Gpu, shape: &[usize], seed: u64) {
+    let c = *shape.last().unwrap();
+    let (x, dy) = (gpu.upload(&randn(shape, seed)), gpu.upload(&randn(shape, seed + 1)));
+    let (scale, bias) = (gpu.upload(&randn(&[c], seed + 2)), gpu.upload(&randn(&[c], seed + 3)));
+    let run = || {
+        let (y, stats) = batchnorm::forward_train(gpu, &x, &scale, &bias);
+        let (dx, dscale, dbias) = batchnorm::backward(gpu, &dy, &x, &scale, &stats, true);
+        [y, stats.mean, stats.var, dx, dscale, dbias].map(|t| gpu.download(&t))
+    };
+    let (first, second) = (run(), run());
+    for (i, (a, b)) in first.iter().zip(&second).enumerate() {
+        assert_same_bits(
+            a,
+            b,
+            &format!("rerun of output {i} (y, mean, var, dx, dscale, dbias) at {shape:?}"),
+        );
+    }
+}
+
+fn check_network(layers: BnLayers, seed: u64) {
+    let Some(gpu) = Gpu::for_tests() else { return };
+    for (i, shape) in shapes(layers).iter().enumerate() {
+        check::<f64>(&gpu, shape, seed + 10 * i as u64);
+    }
+}
+
+#[test]
+fn gpu_batchnorm_googlenet_shapes() {
+    check_network(GOOGLENET, 1000);
+}
+
+#[test]
+fn gpu_batchnorm_resnet_shapes() {
+    check_network(RESNETS, 2000);
+}
+
+#[test]
+fn gpu_batchnorm_densenet_shapes() {
+    check_network(DENSENET, 3000);
+}
+
+/// Odd sizes: 16 rows, rows and channels that fill no chunk or tile, a 2-D input.
+#[test]
+fn gpu_batchnorm_ragged_shapes() {
+    let Some(gpu) = Gpu::for_tests() else { return };
+    for (i, shape) in [&[16, 8][..], &[3, 5, 7, 33], &[1000, 1], &[2, 19, 19, 300]]
+        .iter()
+        .enumerate()
+    {
+        check::<f64>(&gpu, shape, 4000 + 10 * i as u64);
+    }
+}
+
+/// The f32 kernels, which accumulate in f64 like the CPU op.
+#[test]
+fn gpu_batchnorm_f32() {
+    let Some(gpu) = Gpu::for_tests() else { return };
+    check::<f32>(&gpu, &[BATCH, 8, 8, 64], 5000);
+    check::<f32>(&gpu, &[BATCH, 32, 32, 16], 5010);
+}
+
+#[test]
+fn gpu_batchnorm_reruns_are_bit_identical() {
+    let Some(gpu) = Gpu::for_tests() else { return };
+    for (i, shape) in [[BATCH, 32, 32, 64], [BATCH, 15, 15, 12], [BATCH, 4, 4, 184]]
+        .iter()
+        .enumerate()
+    {
+        check_reruns(&gpu, shape, 6000 + 10 * i as u64);
+    }
+}
