@@ -17,7 +17,7 @@ pub mod elementwise;
 use crate::float::Float;
 use crate::tensor::Tensor;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -55,6 +55,21 @@ impl<T: Float> DeviceFloat for T {}
 
 /// A GPU tensor is a [`Tensor`] whose storage is device memory.
 pub type GpuTensor<T> = Tensor<T>;
+
+/// Device memory of a plain element type that tensors do not hold (labels,
+/// image bytes, records, counters), as a flat array on the GPU's stream.
+pub struct DeviceBuffer<T> {
+    data: CudaSlice<T>,
+}
+
+impl<T> DeviceBuffer<T> {
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.len() == 0
+    }
+}
 
 /// Device 0, its stream and the loaded modules.
 pub struct Gpu {
@@ -182,6 +197,39 @@ impl Gpu {
 
     pub fn synchronize(&self) {
         self.stream.synchronize().expect("GPU work failed");
+    }
+
+    /// A device copy of `data`.
+    pub fn upload_buffer<T: DeviceRepr>(&self, data: &[T]) -> DeviceBuffer<T> {
+        DeviceBuffer {
+            data: self.stream.clone_htod(data).expect("host-to-device copy failed"),
+        }
+    }
+
+    /// A host copy of a buffer.
+    pub fn download_buffer<T: DeviceRepr>(&self, b: &DeviceBuffer<T>) -> Vec<T> {
+        self.stream.clone_dtoh(&b.data).expect("device-to-host copy failed")
+    }
+
+    /// Overwrites all of `b` with `data`; `b` keeps its address, so a
+    /// captured graph that reads it sees the new values.
+    pub fn write_buffer<T: DeviceRepr>(&self, b: &mut DeviceBuffer<T>, data: &[T]) {
+        assert_eq!(
+            b.len(),
+            data.len(),
+            "write_buffer: {} values into {}",
+            data.len(),
+            b.len()
+        );
+        self.stream
+            .memcpy_htod(data, &mut b.data)
+            .expect("host-to-device copy failed");
+    }
+
+    /// The raw address of a buffer, for a parameter struct.
+    pub fn buffer_ptr<T>(&self, b: &DeviceBuffer<T>) -> u64 {
+        let (ptr, _no_sync) = b.data.device_ptr(&self.stream);
+        ptr
     }
 }
 
