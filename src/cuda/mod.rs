@@ -12,6 +12,7 @@
 //! families and the GPU training path are the CUDA-backend issue's work.
 
 pub mod conv;
+pub mod dense;
 pub mod elementwise;
 
 use crate::float::Float;
@@ -243,4 +244,24 @@ pub fn launch_1d(n: usize) -> LaunchConfig {
         block_dim: (THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// Bytes of the one parameter of kernel `name` (suffix included) in the
+/// embedded PTX of `module`, or None when the crate was built without nvcc:
+/// lets host tests check a `#[repr(C)]` parameter struct against its C++
+/// twin without a GPU.
+#[cfg(test)]
+pub(crate) fn ptx_param_bytes(module: &str, name: &str) -> Option<usize> {
+    let ptx = ptx(module)?;
+    let entry = ptx
+        .find(&format!(".entry {name}("))
+        .unwrap_or_else(|| panic!("kernels/{module}.cu has no kernel {name}"));
+    let mut lines = ptx[entry..].lines().skip(1);
+    let param = lines.next().expect("a parameter").trim();
+    assert_eq!(lines.next().map(str::trim), Some(")"), "{name} takes one parameter");
+    Some(match param.split_once('[') {
+        Some((_, size)) => size.trim_end_matches(']').parse().expect("a parameter size"),
+        None if param.starts_with(".param .u64 ") => 8,
+        None => panic!("{name}: unexpected parameter {param}"),
+    })
 }
