@@ -14,6 +14,7 @@
 pub mod conv;
 pub mod dense;
 pub mod elementwise;
+pub mod loss;
 
 use crate::float::Float;
 use crate::tensor::Tensor;
