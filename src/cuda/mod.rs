@@ -15,6 +15,7 @@ pub mod conv;
 pub mod dense;
 pub mod elementwise;
 pub mod loss;
+pub mod optim;
 
 use crate::float::Float;
 use crate::tensor::Tensor;
