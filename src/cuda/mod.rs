@@ -11,6 +11,7 @@
 //! Status: the runtime and the element-wise family exist; the other kernel
 //! families and the GPU training path are the CUDA-backend issue's work.
 
+pub mod augment;
 pub mod conv;
 pub mod dense;
 pub mod elementwise;
