@@ -24,12 +24,12 @@ use std::fmt;
 pub const STEPS_PER_EPOCH: usize = 45_000 / 128;
 
 /// Adam's constants, optax's defaults (the tutorial keeps them).
-const ADAM_B1: f64 = 0.9;
-const ADAM_B2: f64 = 0.999;
-const ADAM_EPS: f64 = 1e-8;
+pub(crate) const ADAM_B1: f64 = 0.9;
+pub(crate) const ADAM_B2: f64 = 0.999;
+pub(crate) const ADAM_EPS: f64 = 1e-8;
 
 /// The bound of the element-wise gradient clip.
-const CLIP: f64 = 1.0;
+pub(crate) const CLIP: f64 = 1.0;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum OptimizerKind {
@@ -118,6 +118,9 @@ const STEP_KEY: &str = "opt/step";
 const MU_PREFIX: &str = "opt/mu/";
 const NU_PREFIX: &str = "opt/nu/";
 
+/// One moment tensor per parameter name.
+pub(crate) type Moments<T> = BTreeMap<String, Tensor<T>>;
+
 /// An optimiser with its state for one set of named parameters.
 pub struct Optimizer<T> {
     config: OptimizerConfig,
@@ -153,6 +156,17 @@ impl<T: Float> Optimizer<T> {
 
     pub fn config(&self) -> &OptimizerConfig {
         &self.config
+    }
+
+    /// An optimiser holding the given state (`nu` empty for SGD): the GPU
+    /// optimiser's state, downloaded.
+    pub(crate) fn from_parts(config: OptimizerConfig, step: usize, mu: Moments<T>, nu: Moments<T>) -> Self {
+        Optimizer { config, step, mu, nu }
+    }
+
+    /// The update count and the moments `(step, mu, nu)`, for the GPU optimiser's upload.
+    pub(crate) fn parts(&self) -> (usize, &Moments<T>, &Moments<T>) {
+        (self.step, &self.mu, &self.nu)
     }
 
     /// Updates applied so far.

@@ -76,6 +76,13 @@ impl<T> Tensor<T> {
             Storage::Host(_) => None,
         }
     }
+
+    pub fn gpu_data_mut(&mut self) -> Option<&mut CudaSlice<T>> {
+        match &mut self.storage {
+            Storage::Gpu(s) => Some(s),
+            Storage::Host(_) => None,
+        }
+    }
 }
 
 impl<T: Float> Tensor<T> {

@@ -15,12 +15,15 @@
 
 use crate::autograd::{Tape, Var};
 use crate::checkpoint::{self, CheckpointMetadata, NamedTensors};
+use crate::cuda::optim::{FlatLayout, GpuOptimizer};
+use crate::cuda::Gpu;
 use crate::data::{self, Batch, Cifar10, DataError, Split, TrainLoader, TrainOptions};
 use crate::device::{Device, Placement};
 use crate::evaluate::{self, accuracy};
 use crate::models::{Ctx, ModelKind, ModelState};
 use crate::ops::loss;
-use crate::optim::{Optimizer, OptimizerConfig};
+use crate::optim::{Optimizer, OptimizerConfig, StateError};
+use crate::tensor::Tensor;
 use crate::tensorboard::EventWriter;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -189,7 +192,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
             let _ = fs::remove_file(stale); // --retrain: the new run's logs start empty
         }
         let state = ModelState::<f32>::init(config.model, config.seed).map(|t| placement.place(t.clone()));
-        let optimizer = Optimizer::new(opt_config, &state.params);
+        let optimizer = TrainOptimizer::new(placement, opt_config, &state.params);
         (state, optimizer, Progress { epoch: 0, best: None })
     };
     let mut events = EventWriter::create(run.path())?;
@@ -283,12 +286,65 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
     finish(config, &run, &data, placement)
 }
 
+/// The optimiser, where the parameters live.
+pub enum TrainOptimizer {
+    Host(Optimizer<f32>),
+    Gpu(&'static Gpu, GpuOptimizer<f32>),
+}
+
+impl TrainOptimizer {
+    pub fn new(placement: Placement, config: OptimizerConfig, params: &BTreeMap<String, Tensor<f32>>) -> Self {
+        match placement {
+            Placement::Cpu => TrainOptimizer::Host(Optimizer::new(config, params)),
+            Placement::Gpu(gpu) => TrainOptimizer::Gpu(gpu, GpuOptimizer::new(gpu, config, FlatLayout::of(params))),
+        }
+    }
+
+    fn step(&mut self, params: &mut BTreeMap<String, Tensor<f32>>, grads: &BTreeMap<String, Tensor<f32>>) {
+        match self {
+            TrainOptimizer::Host(opt) => opt.step(params, grads),
+            TrainOptimizer::Gpu(gpu, opt) => opt.step_named(gpu, params, grads),
+        }
+    }
+
+    /// Updates applied so far.
+    pub fn step_count(&self) -> usize {
+        match self {
+            TrainOptimizer::Host(opt) => opt.step_count(),
+            TrainOptimizer::Gpu(gpu, opt) => opt.step_count(gpu),
+        }
+    }
+
+    /// The learning rate of the next update.
+    fn learning_rate(&self) -> f64 {
+        match self {
+            TrainOptimizer::Host(opt) => opt.learning_rate(),
+            TrainOptimizer::Gpu(gpu, opt) => opt.learning_rate(gpu),
+        }
+    }
+
+    /// The state as named host tensors, for a checkpoint.
+    fn state_tensors(&self) -> BTreeMap<String, Tensor<f32>> {
+        match self {
+            TrainOptimizer::Host(opt) => opt.state_tensors(),
+            TrainOptimizer::Gpu(gpu, opt) => opt.state_tensors(gpu),
+        }
+    }
+
+    fn load_state(&mut self, tensors: &BTreeMap<String, Tensor<f32>>) -> Result<(), StateError> {
+        match self {
+            TrainOptimizer::Host(opt) => opt.load_state(tensors),
+            TrainOptimizer::Gpu(gpu, opt) => opt.load_state(gpu, tensors),
+        }
+    }
+}
+
 /// One optimisation step; returns the batch's loss and how many images it
 /// classified correctly. A non-finite loss is an error and changes nothing.
 pub fn train_step(
     model: ModelKind,
     state: &mut ModelState<f32>,
-    optimizer: &mut Optimizer<f32>,
+    optimizer: &mut TrainOptimizer,
     batch: Batch,
 ) -> Result<(f64, usize)> {
     let tape = Tape::new();
@@ -350,7 +406,7 @@ fn metadata(config: &TrainConfig, step: usize, epoch: usize) -> CheckpointMetada
 fn save(
     path: &Path,
     state: &ModelState<f32>,
-    optimizer: Option<&Optimizer<f32>>,
+    optimizer: Option<&TrainOptimizer>,
     meta: CheckpointMetadata,
 ) -> Result<()> {
     let mut tensors: NamedTensors = state.named_tensors().map(|(k, v)| (k, v.to_host())).collect();
@@ -366,7 +422,7 @@ fn resume(
     run: &RunDir,
     opt_config: OptimizerConfig,
     placement: Placement,
-) -> Result<(ModelState<f32>, Optimizer<f32>, Progress)> {
+) -> Result<(ModelState<f32>, TrainOptimizer, Progress)> {
     if !run.last().exists() {
         bail!(
             "nothing to resume: {} does not exist (run without --resume to start)",
@@ -387,7 +443,7 @@ fn resume(
     }
     let (state, _) = evaluate::load_model(config.model, &run.last())?;
     let state = state.map(|t| placement.place(t.clone()));
-    let mut optimizer = Optimizer::new(opt_config, &state.params);
+    let mut optimizer = TrainOptimizer::new(placement, opt_config, &state.params);
     optimizer
         .load_state(&tensors)
         .with_context(|| format!("{}", run.last().display()))?;

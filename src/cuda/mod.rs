@@ -11,10 +11,14 @@
 //! Status: the runtime and the element-wise family exist; the other kernel
 //! families and the GPU training path are the CUDA-backend issue's work.
 
+pub mod augment;
 pub mod batchnorm;
 pub mod concat;
 pub mod conv;
+pub mod dense;
 pub mod elementwise;
+pub mod loss;
+pub mod optim;
 pub mod pool;
 pub mod reduce;
 
@@ -59,6 +63,21 @@ impl<T: Float> DeviceFloat for T {}
 
 /// A GPU tensor is a [`Tensor`] whose storage is device memory.
 pub type GpuTensor<T> = Tensor<T>;
+
+/// Device memory of a plain element type that tensors do not hold (labels,
+/// image bytes, records, counters), as a flat array on the GPU's stream.
+pub struct DeviceBuffer<T> {
+    data: CudaSlice<T>,
+}
+
+impl<T> DeviceBuffer<T> {
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.len() == 0
+    }
+}
 
 /// Device 0, its stream and the loaded modules.
 pub struct Gpu {
@@ -184,15 +203,39 @@ impl Gpu {
         ptr
     }
 
+    /// Copies `src` into `dst` starting at element `offset` (GPU to GPU).
+    pub fn copy_into<T: Float>(&self, src: &Tensor<T>, dst: &mut Tensor<T>, offset: usize) {
+        let src = src.gpu_data().expect("copy_into from a host tensor");
+        let dst = dst.gpu_data_mut().expect("copy_into a host tensor");
+        let mut view = dst.slice_mut(offset..offset + src.len());
+        self.stream
+            .memcpy_dtod(src, &mut view)
+            .expect("device-to-device copy failed");
+    }
+
+    /// Elements `offset..offset + len` of `src` as a new GPU tensor of `shape`.
+    pub fn copy_out<T: Float>(&self, src: &Tensor<T>, offset: usize, shape: &[usize]) -> Tensor<T> {
+        let mut out = self.alloc::<T>(shape);
+        let len = out.numel();
+        let src = src.gpu_data().expect("copy_out of a host tensor");
+        let dst = out.gpu_data_mut().expect("alloc gives a GPU tensor");
+        self.stream
+            .memcpy_dtod(&src.slice(offset..offset + len), dst)
+            .expect("device-to-device copy failed");
+        out
+    }
+
     pub fn synchronize(&self) {
         self.stream.synchronize().expect("GPU work failed");
     }
 
     /// Uninitialised device memory for `len` elements of a non-float type
     /// (max-pool's u32 argmax), poisoned with all bits set like [`Gpu::alloc`].
-    pub fn alloc_buffer<E: DeviceRepr>(&self, len: usize) -> CudaSlice<E> {
+    pub fn alloc_buffer<E: DeviceRepr>(&self, len: usize) -> DeviceBuffer<E> {
         // SAFETY: the memory is only read after a kernel has written it.
-        let buffer = unsafe { self.stream.alloc::<E>(len) }.expect("GPU out of memory");
+        let buffer = DeviceBuffer {
+            data: unsafe { self.stream.alloc::<E>(len) }.expect("GPU out of memory"),
+        };
         if self.poison {
             // SAFETY: writes exactly the allocation's bytes, on its stream.
             unsafe {
@@ -208,15 +251,37 @@ impl Gpu {
         buffer
     }
 
-    /// The raw address of a device buffer, for a parameter struct.
-    pub fn buffer_ptr<E>(&self, buffer: &CudaSlice<E>) -> u64 {
-        let (ptr, _no_sync) = buffer.device_ptr(&self.stream);
-        ptr
+    /// A device copy of `data`.
+    pub fn upload_buffer<T: DeviceRepr>(&self, data: &[T]) -> DeviceBuffer<T> {
+        DeviceBuffer {
+            data: self.stream.clone_htod(data).expect("host-to-device copy failed"),
+        }
     }
 
-    /// A host copy of a device buffer.
-    pub fn download_buffer<E: DeviceRepr>(&self, buffer: &CudaSlice<E>) -> Vec<E> {
-        self.stream.clone_dtoh(buffer).expect("device-to-host copy failed")
+    /// A host copy of a buffer.
+    pub fn download_buffer<T: DeviceRepr>(&self, b: &DeviceBuffer<T>) -> Vec<T> {
+        self.stream.clone_dtoh(&b.data).expect("device-to-host copy failed")
+    }
+
+    /// Overwrites all of `b` with `data`; `b` keeps its address, so a
+    /// captured graph that reads it sees the new values.
+    pub fn write_buffer<T: DeviceRepr>(&self, b: &mut DeviceBuffer<T>, data: &[T]) {
+        assert_eq!(
+            b.len(),
+            data.len(),
+            "write_buffer: {} values into {}",
+            data.len(),
+            b.len()
+        );
+        self.stream
+            .memcpy_htod(data, &mut b.data)
+            .expect("host-to-device copy failed");
+    }
+
+    /// The raw address of a buffer, for a parameter struct.
+    pub fn buffer_ptr<T>(&self, b: &DeviceBuffer<T>) -> u64 {
+        let (ptr, _no_sync) = b.data.device_ptr(&self.stream);
+        ptr
     }
 }
 
@@ -230,4 +295,24 @@ pub fn launch_1d(n: usize) -> LaunchConfig {
         block_dim: (THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// Bytes of the one parameter of kernel `name` (suffix included) in the
+/// embedded PTX of `module`, or None when the crate was built without nvcc:
+/// lets host tests check a `#[repr(C)]` parameter struct against its C++
+/// twin without a GPU.
+#[cfg(test)]
+pub(crate) fn ptx_param_bytes(module: &str, name: &str) -> Option<usize> {
+    let ptx = ptx(module)?;
+    let entry = ptx
+        .find(&format!(".entry {name}("))
+        .unwrap_or_else(|| panic!("kernels/{module}.cu has no kernel {name}"));
+    let mut lines = ptx[entry..].lines().skip(1);
+    let param = lines.next().expect("a parameter").trim();
+    assert_eq!(lines.next().map(str::trim), Some(")"), "{name} takes one parameter");
+    Some(match param.split_once('[') {
+        Some((_, size)) => size.trim_end_matches(']').parse().expect("a parameter size"),
+        None if param.starts_with(".param .u64 ") => 8,
+        None => panic!("{name}: unexpected parameter {param}"),
+    })
 }

@@ -7,15 +7,16 @@
 //! `max_backward`, and use no atomics. The argmax lives in a [`GpuArgmax`]:
 //! u32 indices, which a float `GpuTensor` cannot hold.
 
+use super::DeviceBuffer;
 use super::{launch_1d, DeviceFloat, Gpu, GpuTensor};
 use crate::ops::{nhwc, Window};
-use cudarc::driver::{CudaSlice, DeviceRepr};
+use cudarc::driver::DeviceRepr;
 
 /// Max-pool's argmax on the GPU: per output element, the index within its
 /// image (`(iy * w + ix) * c + ch`) of the input element that won.
 pub struct GpuArgmax {
     shape: Vec<usize>,
-    data: CudaSlice<u32>,
+    data: DeviceBuffer<u32>,
 }
 
 impl GpuArgmax {

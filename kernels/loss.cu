@@ -1,0 +1,136 @@
+// Softmax cross-entropy with integer labels (mean over the batch), its
+// backward, and the count of correct predictions; logits [n, k], labels u32.
+//
+// Design: one thread per row computes the row's log-sum-exp in double,
+// exactly as the CPU does (max, then max + log(sum exp(v - max))).
+// - cross_entropy: ONE block; thread t sums the losses of rows t, t + B,
+//   t + 2B, ... in that order into a double partial, the partials go to
+//   shared memory, and thread 0 adds them in thread order and writes the
+//   mean. One launch, no workspace.
+// - cross_entropy_backward: grid-stride over rows; each row writes
+//   (softmax - onehot) * dloss / n. dloss is read from device memory, so a
+//   captured graph can take it as an input.
+// - correct: like cross_entropy, with integer partials.
+// Deterministic: every sum has a fixed partition (rows by thread index) and
+// a fixed order; no atomics.
+//
+// A label outside 0..k (the CPU op panics on one) makes its row's loss and
+// gradient NaN and never counts as correct, so it cannot go unnoticed and
+// never reads out of bounds.
+
+#include <cmath>
+#include <cstdint>
+
+// Threads of the single block of cross_entropy and correct; the launcher
+// uses the same number (REDUCE_THREADS in loss.rs).
+constexpr unsigned REDUCE_THREADS = 256;
+
+template <typename T>
+struct LossParams {
+    const T* logits;         // [n, k]
+    const uint32_t* labels;  // [n]
+    T* out;                  // cross_entropy: the mean loss, a scalar
+    uint64_t n;
+    uint64_t k;
+};
+
+template <typename T>
+struct LossBackwardParams {
+    const T* logits;
+    const uint32_t* labels;
+    const T* dloss;  // scalar
+    T* dlogits;      // [n, k]
+    uint64_t n;
+    uint64_t k;
+};
+
+template <typename T>
+struct CorrectParams {
+    const T* logits;
+    const uint32_t* labels;
+    uint32_t* correct;  // scalar
+    uint64_t n;
+    uint64_t k;
+};
+
+template <typename T>
+__device__ double log_sum_exp(const T* row, uint64_t k) {
+    double max = -INFINITY;
+    for (uint64_t j = 0; j < k; ++j) max = fmax(max, (double)row[j]);  // fmax skips NaN, as f64::max
+    double sum = 0.0;
+    for (uint64_t j = 0; j < k; ++j) sum += exp((double)row[j] - max);
+    return max + log(sum);
+}
+
+// The first index of the largest value (NaN never wins a comparison).
+template <typename T>
+__device__ uint64_t argmax(const T* row, uint64_t k) {
+    uint64_t best = 0;
+    for (uint64_t j = 1; j < k; ++j) {
+        if (row[j] > row[best]) best = j;
+    }
+    return best;
+}
+
+// Thread 0's in-order sum of every thread's partial; call from all threads.
+template <typename A>
+__device__ A block_sum(A partial) {
+    __shared__ A partials[REDUCE_THREADS];
+    partials[threadIdx.x] = partial;
+    __syncthreads();
+    A total = A(0);
+    if (threadIdx.x == 0) {
+        for (unsigned t = 0; t < REDUCE_THREADS; ++t) total += partials[t];
+    }
+    return total;
+}
+
+template <typename T>
+__device__ void cross_entropy(LossParams<T> p) {
+    double partial = 0.0;
+    for (uint64_t r = threadIdx.x; r < p.n; r += REDUCE_THREADS) {
+        const T* row = p.logits + r * p.k;
+        const uint32_t label = p.labels[r];
+        partial += label < p.k ? log_sum_exp(row, p.k) - (double)row[label] : NAN;
+    }
+    const double total = block_sum(partial);
+    if (threadIdx.x == 0) *p.out = (T)(total / (double)p.n);
+}
+
+template <typename T>
+__device__ void cross_entropy_backward(LossBackwardParams<T> p) {
+    const double scale = (double)*p.dloss / (double)p.n;
+    for (uint64_t r = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; r < p.n;
+         r += (uint64_t)gridDim.x * blockDim.x) {
+        const T* row = p.logits + r * p.k;
+        T* grad = p.dlogits + r * p.k;
+        const uint32_t label = p.labels[r];
+        const double lse = label < p.k ? log_sum_exp(row, p.k) : NAN;
+        for (uint64_t j = 0; j < p.k; ++j) {
+            const double onehot = j == label ? 1.0 : 0.0;
+            grad[j] = (T)((exp((double)row[j] - lse) - onehot) * scale);
+        }
+    }
+}
+
+template <typename T>
+__device__ void correct(CorrectParams<T> p) {
+    uint32_t partial = 0;
+    for (uint64_t r = threadIdx.x; r < p.n; r += REDUCE_THREADS) {
+        partial += argmax(p.logits + r * p.k, p.k) == p.labels[r];
+    }
+    const uint32_t total = block_sum(partial);
+    if (threadIdx.x == 0) *p.correct = total;
+}
+
+#define INSTANTIATE(T, suffix)                                                                   \
+    extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)                                  \
+        cross_entropy_##suffix(LossParams<T> p) { cross_entropy(p); }                             \
+    extern "C" __global__ void cross_entropy_backward_##suffix(LossBackwardParams<T> p) {         \
+        cross_entropy_backward(p);                                                                \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)                                  \
+        correct_##suffix(CorrectParams<T> p) { correct(p); }
+
+INSTANTIATE(float, f32)
+INSTANTIATE(double, f64)

@@ -1,0 +1,218 @@
+//! Launchers for `kernels/dense.cu`: the dense layer `y = x W + b` and its
+//! backward, mirroring `ops::dense` with fresh outputs. All three products
+//! go through one strided matmul kernel; [`Operand`] says how a matrix is
+//! read (as stored, or transposed) so no transpose is ever materialised.
+
+use super::{launch_1d, DeviceFloat, Gpu, GpuTensor};
+use cudarc::driver::DeviceRepr;
+
+/// `MatmulParams<T>` in dense.cu.
+#[repr(C)]
+struct MatmulParams {
+    a: u64,
+    b: u64,
+    bias: u64,
+    c: u64,
+    rows: u64,
+    cols: u64,
+    inner: u64,
+    a_row_stride: i64,
+    a_col_stride: i64,
+    b_row_stride: i64,
+    b_col_stride: i64,
+}
+/// `ColumnSumParams<T>` in dense.cu.
+#[repr(C)]
+struct ColumnSumParams {
+    x: u64,
+    sum: u64,
+    rows: u64,
+    cols: u64,
+}
+// SAFETY: plain #[repr(C)] structs of 64-bit integers, laid out as their C++ twins.
+unsafe impl DeviceRepr for MatmulParams {}
+unsafe impl DeviceRepr for ColumnSumParams {}
+
+/// A row-major matrix of `rows x cols` as stored, read either as is or
+/// transposed.
+#[derive(Clone, Copy)]
+struct Operand {
+    rows: usize,
+    cols: usize,
+    transposed: bool,
+}
+
+impl Operand {
+    /// Shape of the matrix as the product reads it.
+    fn dims(self) -> (usize, usize) {
+        if self.transposed {
+            (self.cols, self.rows)
+        } else {
+            (self.rows, self.cols)
+        }
+    }
+
+    /// (row, column) strides of the matrix as the product reads it.
+    fn strides(self) -> (i64, i64) {
+        let stored_row = self.cols as i64;
+        if self.transposed {
+            (1, stored_row)
+        } else {
+            (stored_row, 1)
+        }
+    }
+}
+
+/// The parameters of `c = bias + op(a) op(b)` for a contiguous `c`.
+fn matmul_params(a: Operand, b: Operand, ptrs: [u64; 4]) -> (MatmulParams, usize) {
+    let ((rows, inner), (inner_b, cols)) = (a.dims(), b.dims());
+    assert_eq!(inner, inner_b, "matmul: inner dimensions differ");
+    let ((a_row_stride, a_col_stride), (b_row_stride, b_col_stride)) = (a.strides(), b.strides());
+    let [a, b, bias, c] = ptrs;
+    let params = MatmulParams {
+        a,
+        b,
+        bias,
+        c,
+        rows: rows as u64,
+        cols: cols as u64,
+        inner: inner as u64,
+        a_row_stride,
+        a_col_stride,
+        b_row_stride,
+        b_col_stride,
+    };
+    (params, rows * cols)
+}
+
+/// `bias + op(a) op(b)` into a fresh `[rows, cols]` tensor; `bias` None adds nothing.
+fn matmul<T: DeviceFloat>(
+    gpu: &Gpu,
+    (a, a_op): (&GpuTensor<T>, Operand),
+    (b, b_op): (&GpuTensor<T>, Operand),
+    bias: Option<&GpuTensor<T>>,
+) -> GpuTensor<T> {
+    assert_eq!(a.numel(), a_op.rows * a_op.cols, "matmul: a's shape");
+    assert_eq!(b.numel(), b_op.rows * b_op.cols, "matmul: b's shape");
+    let (rows, cols) = (a_op.dims().0, b_op.dims().1);
+    if let Some(bias) = bias {
+        assert_eq!(bias.numel(), cols, "matmul: bias length");
+    }
+    let c = gpu.alloc::<T>(&[rows, cols]);
+    let ptrs = [gpu.ptr(a), gpu.ptr(b), bias.map_or(0, |t| gpu.ptr(t)), gpu.ptr(&c)];
+    let (params, outputs) = matmul_params(a_op, b_op, ptrs);
+    // SAFETY: the strides address a and b within their checked sizes; c
+    // holds rows * cols elements; bias (if any) holds cols.
+    unsafe { gpu.launch(&gpu.function::<T>("dense", "matmul"), launch_1d(outputs), params) };
+    c
+}
+
+fn dims<T: DeviceFloat>(x: &GpuTensor<T>, w: &GpuTensor<T>) -> (usize, usize, usize) {
+    let (&[n, k], &[k2, o]) = (x.shape(), w.shape()) else {
+        panic!(
+            "dense wants x [n, k] and w [k, o], got {:?} and {:?}",
+            x.shape(),
+            w.shape()
+        )
+    };
+    assert_eq!(k, k2, "dense: x has {k} features, kernel expects {k2}");
+    (n, k, o)
+}
+
+fn plain(rows: usize, cols: usize) -> Operand {
+    Operand {
+        rows,
+        cols,
+        transposed: false,
+    }
+}
+
+fn transposed(rows: usize, cols: usize) -> Operand {
+    Operand {
+        rows,
+        cols,
+        transposed: true,
+    }
+}
+
+pub fn forward<T: DeviceFloat>(gpu: &Gpu, x: &GpuTensor<T>, w: &GpuTensor<T>, b: &GpuTensor<T>) -> GpuTensor<T> {
+    let (n, k, o) = dims(x, w);
+    assert_eq!(b.shape(), [o], "dense bias must have shape [{o}]");
+    matmul(gpu, (x, plain(n, k)), (w, plain(k, o)), Some(b))
+}
+
+/// Gradients `(dx, dw, db)`.
+pub fn backward<T: DeviceFloat>(
+    gpu: &Gpu,
+    dy: &GpuTensor<T>,
+    x: &GpuTensor<T>,
+    w: &GpuTensor<T>,
+) -> (GpuTensor<T>, GpuTensor<T>, GpuTensor<T>) {
+    let (n, k, o) = dims(x, w);
+    assert_eq!(dy.shape(), [n, o], "dense backward: dy shape");
+    let dx = matmul(gpu, (dy, plain(n, o)), (w, transposed(k, o)), None);
+    let dw = matmul(gpu, (x, transposed(n, k)), (dy, plain(n, o)), None);
+    let db = gpu.alloc::<T>(&[o]);
+    let params = ColumnSumParams {
+        x: gpu.ptr(dy),
+        sum: gpu.ptr(&db),
+        rows: n as u64,
+        cols: o as u64,
+    };
+    // SAFETY: dy holds n * o elements, db holds o.
+    unsafe { gpu.launch(&gpu.function::<T>("dense", "column_sum"), launch_1d(o), params) };
+    (dx, dw, db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_structs_match_the_kernels() {
+        for suffix in ["f32", "f64"] {
+            let bytes = |name: &str| crate::cuda::ptx_param_bytes("dense", &format!("{name}_{suffix}"));
+            if let Some(matmul) = bytes("matmul") {
+                assert_eq!(matmul, std::mem::size_of::<MatmulParams>());
+                assert_eq!(bytes("column_sum"), Some(std::mem::size_of::<ColumnSumParams>()));
+            }
+        }
+    }
+
+    /// Reads `op(m)[r][c]` through the strides the kernel would use.
+    fn read(m: &[f64], op: Operand, r: usize, c: usize) -> f64 {
+        let (rs, cs) = op.strides();
+        m[(r as i64 * rs + c as i64 * cs) as usize]
+    }
+
+    /// The host model of the kernel's indexing gives the backward's products.
+    #[test]
+    fn strides_read_transposes() {
+        // A 2x3 matrix stored row-major; its transpose is 3x2.
+        let m = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let t = transposed(2, 3);
+        assert_eq!(t.dims(), (3, 2));
+        assert_eq!(read(&m, t, 2, 1), 6.0);
+        assert_eq!(read(&m, t, 1, 0), 2.0);
+        let p = plain(2, 3);
+        assert_eq!(p.dims(), (2, 3));
+        assert_eq!(read(&m, p, 1, 0), 4.0);
+    }
+
+    #[test]
+    fn params_describe_the_backward_products() {
+        let (n, k, o) = (128, 184, 10);
+        let (dx, outputs) = matmul_params(plain(n, o), transposed(k, o), [0; 4]);
+        assert_eq!((dx.rows, dx.cols, dx.inner, outputs), (128, 184, 10, n * k));
+        assert_eq!((dx.b_row_stride, dx.b_col_stride), (1, 10));
+        let (dw, outputs) = matmul_params(transposed(n, k), plain(n, o), [0; 4]);
+        assert_eq!((dw.rows, dw.cols, dw.inner, outputs), (184, 10, 128, k * o));
+        assert_eq!((dw.a_row_stride, dw.a_col_stride), (1, 184));
+    }
+
+    #[test]
+    #[should_panic(expected = "inner dimensions")]
+    fn mismatched_products_are_refused() {
+        matmul_params(plain(4, 3), plain(4, 3), [0; 4]);
+    }
+}

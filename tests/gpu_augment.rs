@@ -1,0 +1,170 @@
+//! The GPU augmentation against `Augmentation::apply` and the CPU loader:
+//! many random augmentations (flips, full-size and extreme crops) of random
+//! images, in f32 (the training type, within 1e-5) and f64; bit-identical
+//! reruns. Without a GPU each test prints "skipped: no GPU" and passes.
+
+mod gpu_util;
+
+use cifar_kern::cuda::augment::{augment_batch, identity_records, sample_records, upload_images, AugmentRecord};
+use cifar_kern::cuda::{DeviceFloat, Gpu};
+use cifar_kern::data::{
+    normalize_batch, Augmentation, ImageSet, TrainLoader, TrainOptions, IMAGE_BYTES, IMAGE_SIZE, NUM_CLASSES,
+};
+use cifar_kern::Tensor;
+use gpu_util::{assert_bit_identical, rng};
+use rand::Rng;
+use std::sync::Arc;
+
+const IMAGES: usize = 64;
+
+/// Largest difference allowed between a GPU value and the CPU's (f32 values
+/// of magnitude about 2).
+const TOLERANCE: f64 = 1e-5;
+
+fn random_images(seed: u64) -> ImageSet {
+    let mut rng = rng(seed);
+    let images = (0..IMAGES * IMAGE_BYTES).map(|_| rng.random()).collect();
+    let labels = (0..IMAGES).map(|_| rng.random_range(0..NUM_CLASSES as u8)).collect();
+    ImageSet::new(images, labels)
+}
+
+/// Random augmentations of random images, and the edge cases: the
+/// identity, full-size flips, the smallest crops at every corner, and
+/// one-pixel-thin crops.
+fn records() -> Vec<(usize, Augmentation)> {
+    let mut rng = rng(1);
+    let mut cases: Vec<(usize, Augmentation)> = (0..4)
+        .flat_map(|epoch| sample_records(&(0..IMAGES).collect::<Vec<_>>(), 42, epoch))
+        .map(|r| {
+            let aug = Augmentation {
+                flip: r.flip != 0,
+                top: r.top as usize,
+                left: r.left as usize,
+                height: r.height as usize,
+                width: r.width as usize,
+            };
+            (r.image as usize, aug)
+        })
+        .collect();
+    let crop = |flip, top, left, height, width| Augmentation {
+        flip,
+        top,
+        left,
+        height,
+        width,
+    };
+    for flip in [false, true] {
+        cases.push((0, crop(flip, 0, 0, IMAGE_SIZE, IMAGE_SIZE)));
+        for (top, left) in [(0, 0), (0, 5), (5, 0), (5, 5)] {
+            cases.push((1, crop(flip, top, left, 27, 27)));
+        }
+        cases.push((2, crop(flip, 0, 3, IMAGE_SIZE, 1)));
+        cases.push((3, crop(flip, 31, 0, 1, IMAGE_SIZE)));
+        cases.push((4, crop(flip, 7, 9, 1, 1)));
+        cases.push((5, crop(flip, 2, 1, 17, 30)));
+    }
+    // Some arbitrary crops too.
+    for _ in 0..64 {
+        let (height, width) = (rng.random_range(1..=IMAGE_SIZE), rng.random_range(1..=IMAGE_SIZE));
+        let aug = crop(
+            rng.random(),
+            rng.random_range(0..=IMAGE_SIZE - height),
+            rng.random_range(0..=IMAGE_SIZE - width),
+            height,
+            width,
+        );
+        cases.push((rng.random_range(0..IMAGES), aug));
+    }
+    cases
+}
+
+fn cpu_batch<T: cifar_kern::Float>(set: &ImageSet, cases: &[(usize, Augmentation)]) -> Tensor<T> {
+    let mut out = vec![T::zero(); cases.len() * IMAGE_BYTES];
+    for ((i, aug), out) in cases.iter().zip(out.chunks_exact_mut(IMAGE_BYTES)) {
+        aug.apply(set.image(*i), out);
+    }
+    Tensor::new(&[cases.len(), IMAGE_SIZE, IMAGE_SIZE, 3], out)
+}
+
+fn gpu_batch<T: DeviceFloat>(gpu: &Gpu, set: &ImageSet, records: &[AugmentRecord]) -> Tensor<T> {
+    let images = upload_images(gpu, set);
+    let records = gpu.upload_buffer(records);
+    gpu.download(&augment_batch::<T>(gpu, &images, &records))
+}
+
+/// The largest difference between two batches, with the first image it occurs in.
+fn max_difference<T: cifar_kern::Float>(a: &Tensor<T>, b: &Tensor<T>) -> (f64, usize) {
+    assert_eq!(a.shape(), b.shape());
+    a.data()
+        .iter()
+        .zip(b.data())
+        .enumerate()
+        .map(|(i, (x, y))| ((x.f64() - y.f64()).abs(), i / IMAGE_BYTES))
+        .fold((0.0, 0), |best, d| if d.0 > best.0 || d.0.is_nan() { d } else { best })
+}
+
+fn assert_batches_match<T: cifar_kern::Float>(gpu: &Tensor<T>, cpu: &Tensor<T>, what: impl Fn(usize) -> String) {
+    let (diff, image) = max_difference(gpu, cpu);
+    assert!(diff <= TOLERANCE, "{}: differs by {diff:e}", what(image));
+}
+
+#[test]
+fn gpu_augment_matches_cpu() {
+    let Some(gpu) = Gpu::for_tests() else { return };
+    let set = random_images(0);
+    let cases = records();
+    let records: Vec<_> = cases.iter().map(|(i, aug)| AugmentRecord::new(*i, aug)).collect();
+    let what = |image: usize| format!("{:?}", cases[image]);
+    assert_batches_match(&gpu_batch::<f32>(gpu, &set, &records), &cpu_batch(&set, &cases), what);
+    assert_batches_match(&gpu_batch::<f64>(gpu, &set, &records), &cpu_batch(&set, &cases), what);
+}
+
+/// Identity records are the evaluation batches' plain normalisation.
+#[test]
+fn gpu_identity_records_normalise() {
+    let Some(gpu) = Gpu::for_tests() else { return };
+    let set = random_images(2);
+    let indices: Vec<usize> = (0..IMAGES).rev().collect();
+    let got = gpu_batch::<f32>(gpu, &set, &identity_records(&indices));
+    assert_batches_match(&got, &normalize_batch(&set, &indices), |i| {
+        format!("image {}", indices[i])
+    });
+}
+
+/// A GPU batch built from `sample_records` of the loader's order is the
+/// CPU loader's batch.
+#[test]
+fn gpu_augment_reproduces_the_loader() {
+    let Some(gpu) = Gpu::for_tests() else { return };
+    let set = Arc::new(random_images(3));
+    let batch_size = 16;
+    let options = TrainOptions {
+        batch_size,
+        seed: 7,
+        workers: 2,
+        prefetch: 1,
+        limit_train: None,
+    };
+    let indices: Vec<usize> = (0..IMAGES).collect();
+    let loader = TrainLoader::new(Arc::clone(&set), &indices, options.clone());
+    for epoch in 0..2 {
+        let order = loader.epoch_order(epoch);
+        for (b, batch) in loader.epoch(epoch).enumerate() {
+            let chunk = &order[b * batch_size..(b + 1) * batch_size];
+            let got = gpu_batch::<f32>(gpu, &set, &sample_records(chunk, options.seed, epoch));
+            assert_batches_match(&got, &batch.images, |i| format!("epoch {epoch} batch {b} image {i}"));
+        }
+    }
+}
+
+#[test]
+fn gpu_augment_is_deterministic() {
+    let Some(gpu) = Gpu::for_tests() else { return };
+    let set = random_images(4);
+    let records = sample_records(&(0..IMAGES).collect::<Vec<_>>(), 42, 0);
+    assert_bit_identical(
+        &gpu_batch::<f32>(gpu, &set, &records),
+        &gpu_batch::<f32>(gpu, &set, &records),
+        "augment",
+    );
+}

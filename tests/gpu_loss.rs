@@ -1,0 +1,105 @@
+//! Softmax cross-entropy, its backward and the correct count on the GPU
+//! against `ops::loss`, in f64, at the heads' shape (batch 128, 10 classes)
+//! and at a batch longer than the reduction block; bit-identical reruns.
+//! Without a GPU each test prints "skipped: no GPU" and passes.
+
+mod gpu_util;
+
+use cifar_kern::cuda::{loss, DeviceBuffer, Gpu, GpuTensor};
+use cifar_kern::data::NUM_CLASSES;
+use cifar_kern::{ops, Tensor};
+use gpu_util::{assert_bit_identical, assert_close, randn, rng, PARITY};
+use rand::Rng;
+
+/// Batch 128 (training), and more rows than the 256 threads of the
+/// single-block reductions, so threads take several rows.
+const BATCHES: [usize; 2] = [128, 1000];
+
+fn labels(n: usize, seed: u64) -> Vec<u32> {
+    let mut rng = rng(seed);
+    (0..n).map(|_| rng.random_range(0..NUM_CLASSES as u32)).collect()
+}
+
+fn upload_labels(gpu: &Gpu, labels: &[u32]) -> DeviceBuffer<u32> {
+    gpu.upload_buffer(labels)
+}
+
+fn scalar(gpu: &Gpu, t: &GpuTensor<f64>) -> f64 {
+    assert_eq!(t.shape(), [] as [usize; 0], "a scalar");
+    gpu.download(t).item()
+}
+
+#[test]
+fn gpu_cross_entropy_matches_cpu() {
+    let Some(gpu) = Gpu::for_tests() else { return };
+    for (i, n) in BATCHES.into_iter().enumerate() {
+        let logits = randn(&[n, NUM_CLASSES], 3.0, i as u64);
+        let labels = labels(n, 100 + i as u64);
+        let (glogits, glabels) = (gpu.upload(&logits), upload_labels(gpu, &labels));
+
+        let cpu = ops::loss::cross_entropy(&logits, &labels);
+        let got = scalar(gpu, &loss::cross_entropy(gpu, &glogits, &glabels));
+        assert!((got - cpu).abs() <= PARITY * cpu.abs(), "loss {got} vs {cpu}");
+
+        for dloss in [1.0, -0.37] {
+            let gdloss = gpu.upload(&Tensor::scalar(dloss));
+            let grad = loss::cross_entropy_backward(gpu, &glogits, &glabels, &gdloss);
+            let want = ops::loss::cross_entropy_backward(&logits, &labels, dloss);
+            assert_close(&gpu.download(&grad), &want, PARITY, "backward");
+        }
+    }
+}
+
+#[test]
+fn gpu_correct_matches_cpu_with_ties() {
+    let Some(gpu) = Gpu::for_tests() else { return };
+    for (i, n) in BATCHES.into_iter().enumerate() {
+        // Logits of a few integer values, so rows often tie for the maximum
+        // (the first one wins); labels drawn to hit a fair share.
+        let mut rng = rng(200 + i as u64);
+        let logits = Tensor::new(
+            &[n, NUM_CLASSES],
+            (0..n * NUM_CLASSES).map(|_| rng.random_range(0..3) as f64).collect(),
+        );
+        let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..3)).collect();
+        let want = ops::loss::correct(&logits, &labels);
+        let count = loss::correct(gpu, &gpu.upload(&logits), &upload_labels(gpu, &labels));
+        assert_eq!(gpu.download_buffer(&count), [want as u32], "batch {n}");
+        assert!(want > 0 && want < n, "the test should have both outcomes");
+    }
+}
+
+#[test]
+fn gpu_loss_is_deterministic() {
+    let Some(gpu) = Gpu::for_tests() else { return };
+    let n = 1000;
+    let logits = gpu.upload(&randn(&[n, NUM_CLASSES], 3.0, 7));
+    let labels = upload_labels(gpu, &labels(n, 8));
+    let dloss = gpu.upload(&Tensor::scalar(1.0));
+    let run = || {
+        let value = gpu.download(&loss::cross_entropy(gpu, &logits, &labels));
+        let grad = gpu.download(&loss::cross_entropy_backward(gpu, &logits, &labels, &dloss));
+        let count = gpu.download_buffer(&loss::correct(gpu, &logits, &labels));
+        (value, grad, count)
+    };
+    let (first, second) = (run(), run());
+    assert_bit_identical(&first.0, &second.0, "loss");
+    assert_bit_identical(&first.1, &second.1, "backward");
+    assert_eq!(first.2, second.2, "correct");
+}
+
+/// The f32 instantiation against the CPU's f32 op.
+#[test]
+fn gpu_loss_f32_matches_cpu() {
+    let Some(gpu) = Gpu::for_tests() else { return };
+    let n = 128;
+    let logits = randn(&[n, NUM_CLASSES], 3.0, 9).cast::<f32>();
+    let labels = labels(n, 10);
+    let (glogits, glabels) = (gpu.upload(&logits), upload_labels(gpu, &labels));
+    let got = gpu.download(&loss::cross_entropy(gpu, &glogits, &glabels)).item();
+    let cpu = ops::loss::cross_entropy(&logits, &labels);
+    assert!((got - cpu).abs() <= 1e-6 * cpu.abs(), "f32 loss {got} vs {cpu}");
+    let grad = loss::cross_entropy_backward(gpu, &glogits, &glabels, &gpu.upload(&Tensor::scalar(1.0f32)));
+    let want = ops::loss::cross_entropy_backward(&logits, &labels, 1.0);
+    assert_close(&gpu.download(&grad), &want, PARITY, "f32 backward");
+}
