@@ -150,7 +150,7 @@ fn run(command: Command) -> Result<()> {
             let modules: Vec<&str> = cifar_kern::cuda::PTX_MODULES.iter().map(|(n, _)| *n).collect();
             println!("embedded PTX modules: {modules:?}");
             match cifar_kern::cuda::unavailable_reason() {
-                None => println!("cuda: a GPU is present (the CUDA training backend is not written yet)"),
+                None => println!("cuda: available (--device auto will use it)"),
                 Some(why) => println!("cuda: unavailable ({why})"),
             }
             Ok(())

@@ -120,7 +120,7 @@ fn check_reruns(gpu: &Gpu, shape: &[usize], seed: u64) {
 fn check_network(layers: BnLayers, seed: u64) {
     let Some(gpu) = Gpu::for_tests() else { return };
     for (i, shape) in shapes(layers).iter().enumerate() {
-        check::<f64>(&gpu, shape, seed + 10 * i as u64);
+        check::<f64>(gpu, shape, seed + 10 * i as u64);
     }
 }
 
@@ -147,7 +147,7 @@ fn gpu_batchnorm_ragged_shapes() {
         .iter()
         .enumerate()
     {
-        check::<f64>(&gpu, shape, 4000 + 10 * i as u64);
+        check::<f64>(gpu, shape, 4000 + 10 * i as u64);
     }
 }
 
@@ -155,8 +155,8 @@ fn gpu_batchnorm_ragged_shapes() {
 #[test]
 fn gpu_batchnorm_f32() {
     let Some(gpu) = Gpu::for_tests() else { return };
-    check::<f32>(&gpu, &[BATCH, 8, 8, 64], 5000);
-    check::<f32>(&gpu, &[BATCH, 32, 32, 16], 5010);
+    check::<f32>(gpu, &[BATCH, 8, 8, 64], 5000);
+    check::<f32>(gpu, &[BATCH, 32, 32, 16], 5010);
 }
 
 #[test]
@@ -166,6 +166,6 @@ fn gpu_batchnorm_reruns_are_bit_identical() {
         .iter()
         .enumerate()
     {
-        check_reruns(&gpu, shape, 6000 + 10 * i as u64);
+        check_reruns(gpu, shape, 6000 + 10 * i as u64);
     }
 }

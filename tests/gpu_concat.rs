@@ -49,7 +49,7 @@ fn gpu_concat_googlenet_shapes() {
         (7, [32, 64, 16, 16]),
     ];
     for (i, (hw, widths)) in blocks.iter().enumerate() {
-        check(&gpu, &[BATCH, *hw, *hw], widths, 1000 * i as u64);
+        check(gpu, &[BATCH, *hw, *hw], widths, 1000 * i as u64);
     }
 }
 
@@ -61,7 +61,7 @@ fn gpu_concat_densenet_shapes() {
     for (b, &(hw, start)) in blocks.iter().enumerate() {
         for layer in 0..6 {
             let seed = 10_000 * (b as u64 + 1) + 1000 * layer as u64;
-            check(&gpu, &[BATCH, hw, hw], &[start + 16 * layer, 16], seed);
+            check(gpu, &[BATCH, hw, hw], &[start + 16 * layer, 16], seed);
         }
     }
 }
@@ -70,6 +70,6 @@ fn gpu_concat_densenet_shapes() {
 #[test]
 fn gpu_concat_many_pieces() {
     let Some(gpu) = Gpu::for_tests() else { return };
-    check(&gpu, &[3, 5, 7], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 90_000);
-    check(&gpu, &[37], &[5, 3], 91_000);
+    check(gpu, &[3, 5, 7], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 90_000);
+    check(gpu, &[37], &[5, 3], 91_000);
 }

@@ -200,7 +200,7 @@ fn check<T: DeviceFloat>(
     for spec in specs().iter().filter(|s| all || s.bias || s.win.stride != [1, 1]) {
         let inputs = inputs::<T>(spec, &mut rng);
         let what = format!("{op}, {}, {}", T::NAME, spec.name);
-        let on_gpu = twice(&gpu, &what, || gpu_op(&gpu, &inputs));
+        let on_gpu = twice(gpu, &what, || gpu_op(gpu, &inputs));
         assert_close(&on_gpu, &cpu_op(&inputs), tolerance, &what);
     }
 }

@@ -34,16 +34,16 @@ fn gpu_elementwise_matches_cpu() {
     for (i, shape) in SHAPES.iter().enumerate() {
         let (x, other) = (randn(shape, i as u64), randn(shape, 100 + i as u64));
         let (gx, gother) = (gpu.upload(&x), gpu.upload(&other));
-        let y = elementwise::relu(&gpu, &gx);
+        let y = elementwise::relu(gpu, &gx);
         assert_close(&gpu.download(&y), &ops::elementwise::relu(&x), "relu");
-        let dx = elementwise::relu_backward(&gpu, &gother, &y);
+        let dx = elementwise::relu_backward(gpu, &gother, &y);
         let cpu_y = ops::elementwise::relu(&x);
         assert_close(
             &gpu.download(&dx),
             &ops::elementwise::relu_backward(&other, &cpu_y),
             "relu backward",
         );
-        let sum = elementwise::add(&gpu, &gx, &gother);
+        let sum = elementwise::add(gpu, &gx, &gother);
         assert_close(&gpu.download(&sum), &ops::elementwise::add(&x, &other), "add");
     }
 }

@@ -76,7 +76,7 @@ fn gpu_max_pool_googlenet_shapes() {
     let Some(gpu) = Gpu::for_tests() else { return };
     let win = Window::valid([3, 3], [2, 2]);
     for (i, shape) in [[BATCH, 32, 32, 96], [BATCH, 15, 15, 128]].iter().enumerate() {
-        check_max(&gpu, &distinct(shape, 100 + i as u64), &win, 110 + i as u64);
+        check_max(gpu, &distinct(shape, 100 + i as u64), &win, 110 + i as u64);
     }
 }
 
@@ -90,7 +90,7 @@ fn gpu_avg_pool_densenet_shapes() {
         .iter()
         .enumerate()
     {
-        check_avg(&gpu, &randn(shape, 200 + i as u64), &win, 210 + i as u64);
+        check_avg(gpu, &randn(shape, 200 + i as u64), &win, 210 + i as u64);
     }
 }
 
@@ -100,13 +100,13 @@ fn gpu_avg_pool_densenet_shapes() {
 fn gpu_pools_swapped_windows() {
     let Some(gpu) = Gpu::for_tests() else { return };
     check_max(
-        &gpu,
+        gpu,
         &distinct(&[BATCH, 32, 32, 64], 300),
         &Window::valid([2, 2], [2, 2]),
         301,
     );
     check_avg(
-        &gpu,
+        gpu,
         &randn(&[BATCH, 15, 15, 128], 302),
         &Window::valid([3, 3], [2, 2]),
         303,
@@ -118,8 +118,8 @@ fn gpu_pools_padded_windows() {
     let Some(gpu) = Gpu::for_tests() else { return };
     for (i, (shape, win)) in odd_windows().iter().enumerate() {
         let seed = 400 + 10 * i as u64;
-        check_max(&gpu, &distinct(shape, seed), win, seed + 1);
-        check_avg(&gpu, &randn(shape, seed + 2), win, seed + 3);
+        check_max(gpu, &distinct(shape, seed), win, seed + 1);
+        check_avg(gpu, &randn(shape, seed + 2), win, seed + 3);
     }
 }
 
@@ -133,15 +133,15 @@ fn gpu_max_pool_nan_wins() {
         x.data_mut()[i] = f64::NAN;
     }
     let (y, argmax) = cpu::max_forward(&x, &win);
-    let (gy, gargmax) = pool::max_forward(&gpu, &gpu.upload(&x), &win);
+    let (gy, gargmax) = pool::max_forward(gpu, &gpu.upload(&x), &win);
     assert!(
         y.data().iter().any(|v| v.is_nan()),
         "the test must put a NaN in some window"
     );
     assert_same_bits(&gpu.download(&gy), &y, "max-pool forward with NaNs");
-    assert_eq!(gargmax.download(&gpu), argmax.to_vec(), "max-pool argmax with NaNs");
+    assert_eq!(gargmax.download(gpu), argmax.to_vec(), "max-pool argmax with NaNs");
     let dy = randn(y.shape(), 501);
-    let gdx = pool::max_backward(&gpu, &gpu.upload(&dy), &gargmax, &shape, &win);
+    let gdx = pool::max_backward(gpu, &gpu.upload(&dy), &gargmax, &shape, &win);
     assert_close(
         &gpu.download(&gdx),
         &cpu::max_backward(&dy, &argmax, &shape, &win),

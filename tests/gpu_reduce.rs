@@ -25,8 +25,8 @@ fn gpu_mean_hw_network_heads() {
         let dy = randn(&[shape[0], shape[3]], 10 * i as u64 + 1);
         let (gx, gdy) = (gpu.upload(&x), gpu.upload(&dy));
         let run = || {
-            let y = reduce::mean_hw(&gpu, &gx);
-            let dx = reduce::mean_hw_backward(&gpu, &gdy, shape);
+            let y = reduce::mean_hw(gpu, &gx);
+            let dx = reduce::mean_hw_backward(gpu, &gdy, shape);
             [gpu.download(&y), gpu.download(&dx)]
         };
         let (first, second) = (run(), run());

@@ -112,12 +112,15 @@ fn gradcheck(inputs: &[T], f: impl Fn(&Tape<f64>, &[Var<f64>]) -> Var<f64>) -> f
 
 // ----- single ops -----
 
+/// (input NHWC, kernel size, stride, explicit window or None for SAME)
+type ConvCase = ([usize; 4], [usize; 2], [usize; 2], Option<Window>);
+
 #[test]
 fn gradcheck_conv2d() {
     let mut g = rng(1);
     // (input NHWC, kernel size, stride, padding): SAME and VALID, strides 1
     // and 2, 1x1 / 3x3 / 5x5 and a rectangular kernel, asymmetric padding.
-    let cases: Vec<([usize; 4], [usize; 2], [usize; 2], Option<Window>)> = vec![
+    let cases: Vec<ConvCase> = vec![
         ([2, 5, 5, 3], [3, 3], [1, 1], None),
         ([2, 6, 6, 2], [3, 3], [2, 2], None),
         ([1, 7, 6, 2], [5, 5], [1, 1], None),

@@ -107,18 +107,6 @@ fn matmul<T: DeviceFloat>(
     c
 }
 
-fn dims<T: DeviceFloat>(x: &GpuTensor<T>, w: &GpuTensor<T>) -> (usize, usize, usize) {
-    let (&[n, k], &[k2, o]) = (x.shape(), w.shape()) else {
-        panic!(
-            "dense wants x [n, k] and w [k, o], got {:?} and {:?}",
-            x.shape(),
-            w.shape()
-        )
-    };
-    assert_eq!(k, k2, "dense: x has {k} features, kernel expects {k2}");
-    (n, k, o)
-}
-
 fn plain(rows: usize, cols: usize) -> Operand {
     Operand {
         rows,
@@ -136,7 +124,7 @@ fn transposed(rows: usize, cols: usize) -> Operand {
 }
 
 pub fn forward<T: DeviceFloat>(gpu: &Gpu, x: &GpuTensor<T>, w: &GpuTensor<T>, b: &GpuTensor<T>) -> GpuTensor<T> {
-    let (n, k, o) = dims(x, w);
+    let (n, k, o) = crate::ops::dense::dims(x, w);
     assert_eq!(b.shape(), [o], "dense bias must have shape [{o}]");
     matmul(gpu, (x, plain(n, k)), (w, plain(k, o)), Some(b))
 }
@@ -148,7 +136,7 @@ pub fn backward<T: DeviceFloat>(
     x: &GpuTensor<T>,
     w: &GpuTensor<T>,
 ) -> (GpuTensor<T>, GpuTensor<T>, GpuTensor<T>) {
-    let (n, k, o) = dims(x, w);
+    let (n, k, o) = crate::ops::dense::dims(x, w);
     assert_eq!(dy.shape(), [n, o], "dense backward: dy shape");
     let dx = matmul(gpu, (dy, plain(n, o)), (w, transposed(k, o)), None);
     let dw = matmul(gpu, (x, transposed(n, k)), (dy, plain(n, o)), None);

@@ -6,7 +6,8 @@ use crate::cuda::{self, dense as gpu_ops};
 use crate::float::Float;
 use crate::tensor::Tensor;
 
-fn dims<T: Float>(x: &Tensor<T>, w: &Tensor<T>) -> (usize, usize, usize) {
+/// `(n, k, o)` of `x: [n, k]` and `w: [k, o]`, checked.
+pub(crate) fn dims<T>(x: &Tensor<T>, w: &Tensor<T>) -> (usize, usize, usize) {
     let (&[n, k], &[k2, o]) = (x.shape(), w.shape()) else {
         panic!(
             "dense wants x [n, k] and w [k, o], got {:?} and {:?}",
