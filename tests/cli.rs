@@ -296,3 +296,82 @@ fn resume_with_other_flags_is_refused() {
     );
     assert_eq!(before, snapshot(&out_dir.path().join("ResNet")));
 }
+
+#[test]
+fn predict_prints_the_models_logits_for_each_image() {
+    let Some(fixtures) = cifar_kern::fixtures::fixtures_dir() else {
+        return;
+    };
+    use cifar_kern::data::{normalize_into, CLASS_NAMES, IMAGE_BYTES};
+    use cifar_kern::models::ModelKind;
+    let dir = tempfile::tempdir().unwrap();
+    // A 32x32 PNG (lossless: its pixels are exactly these) and a 64x48 JPEG
+    // (resized to 32x32 on the way in).
+    let pixels: Vec<u8> = (0..IMAGE_BYTES).map(|i| (i * 37 % 251) as u8).collect();
+    let png = dir.path().join("a.png");
+    image::RgbImage::from_raw(32, 32, pixels.clone())
+        .unwrap()
+        .save(&png)
+        .unwrap();
+    let jpeg = dir.path().join("b.jpg");
+    image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 128]))
+        .save(&jpeg)
+        .unwrap();
+    let ckpt = fixtures.join("flax/ResNet.ckpt");
+    let out = run(&[
+        "predict",
+        "resnet",
+        "--checkpoint",
+        path_str(&ckpt),
+        "--json",
+        path_str(&png),
+        path_str(&jpeg),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "--json prints one line: {stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let entries = report.as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["path"], path_str(&png));
+    assert_eq!(entries[1]["path"], path_str(&jpeg));
+
+    // The PNG's logits are the model's own on those pixels.
+    let (state, _) = cifar_kern::evaluate::load_model(ModelKind::ResNet, &ckpt).unwrap();
+    let mut input = vec![0f32; IMAGE_BYTES];
+    normalize_into(&pixels, &mut input);
+    let expected = cifar_kern::evaluate::logits(
+        ModelKind::ResNet,
+        &state,
+        cifar_kern::Tensor::new(&[1, 32, 32, 3], input),
+    );
+    let logits: Vec<f32> = entries[0]["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(logits.len(), 10);
+    for (a, b) in logits.iter().zip(expected.data()) {
+        assert!(
+            (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+            "{logits:?} vs {:?}",
+            expected.data()
+        );
+    }
+    let best = cifar_kern::ops::loss::argmax(&expected)[0] as usize;
+    assert_eq!(entries[0]["class"], CLASS_NAMES[best]);
+    let jpeg_logits = entries[1]["logits"].as_array().unwrap();
+    assert!(jpeg_logits.len() == 10 && jpeg_logits.iter().all(|v| v.as_f64().unwrap().is_finite()));
+    assert!(CLASS_NAMES.contains(&entries[1]["class"].as_str().unwrap()));
+
+    // A file that is not an image is an error naming it.
+    let bogus = dir.path().join("c.png");
+    fs::write(&bogus, b"not an image").unwrap();
+    let out = run(&["predict", "resnet", "--checkpoint", path_str(&ckpt), path_str(&bogus)]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("c.png"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -8,23 +8,29 @@
 //! trainer's path): within max(10 x the tutorial's own float32 error, 1e-5).
 //! A gradient's denominator is at least 1e-6 x the model's largest gradient
 //! norm, since some true gradients are exactly zero (a conv bias feeding a
-//! train-mode BatchNorm).
+//! train-mode BatchNorm). The `gpu_fixture_*` tests run the float32 checks
+//! with the model on the GPU (skipped without one).
 
 use cifar_kern::checkpoint::SafetensorsFile;
+use cifar_kern::cuda::Gpu;
+use cifar_kern::device::Placement;
 use cifar_kern::fixtures::fixtures_dir;
 use cifar_kern::models::{Ctx, ModelKind, ModelState};
 use cifar_kern::{Float, Tape, Tensor, Var};
 use std::collections::BTreeMap;
 
-/// Runs one model's fixture in `T`; `tolerance(key, f32_error)` gives the
-/// allowed error of a quantity. Returns the largest error seen.
-fn check_model<T: Float>(kind: ModelKind, tolerance: impl Fn(f64) -> f64) -> Option<f64> {
+/// Runs one model's fixture in `T`, where `placement` puts the tensors;
+/// `tolerance(f32_error)` gives the allowed error of a quantity. Returns the
+/// largest error seen.
+fn check_model<T: Float>(kind: ModelKind, placement: Placement, tolerance: impl Fn(f64) -> f64) -> Option<f64> {
     let dir = fixtures_dir()?;
     let file = SafetensorsFile::open(&dir.join(format!("flax/{}.safetensors", kind.name()))).unwrap();
     let mut named: BTreeMap<String, Tensor<T>> = file.tensors("params/").unwrap();
     named.extend(file.tensors("batch_stats/").unwrap());
-    let state = ModelState::<T>::from_named(kind, &named).unwrap();
-    let images = Var::constant(file.tensor::<T>("inputs").unwrap());
+    let state = ModelState::<T>::from_named(kind, &named)
+        .unwrap()
+        .map(|t| placement.place(t.clone()));
+    let images = Var::constant(placement.place(file.tensor::<T>("inputs").unwrap()));
     let labels: Vec<u32> = file
         .i64_tensor("labels")
         .unwrap()
@@ -86,11 +92,23 @@ fn check_model<T: Float>(kind: ModelKind, tolerance: impl Fn(f64) -> f64) -> Opt
 }
 
 fn f64_matches(kind: ModelKind) {
-    check_model::<f64>(kind, |_| 1e-8);
+    check_model::<f64>(kind, Placement::Cpu, |_| 1e-8);
+}
+
+fn f32_matches_on(kind: ModelKind, placement: Placement) {
+    check_model::<f32>(kind, placement, |f32_error| (10.0 * f32_error).max(1e-5));
 }
 
 fn f32_matches(kind: ModelKind) {
-    check_model::<f32>(kind, |f32_error| (10.0 * f32_error).max(1e-5));
+    f32_matches_on(kind, Placement::Cpu);
+}
+
+#[test]
+fn gpu_fixture_f32_all_models() {
+    let Some(gpu) = Gpu::for_tests() else { return };
+    for kind in ModelKind::ALL {
+        f32_matches_on(kind, Placement::Gpu(gpu));
+    }
 }
 
 #[test]
