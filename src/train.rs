@@ -113,6 +113,23 @@ impl RunDir {
     pub fn metrics(&self) -> PathBuf {
         self.0.join("metrics.jsonl")
     }
+
+    /// Removes an earlier run's results and logs (metrics, TensorBoard
+    /// events), so a run started over (`--retrain`) logs from scratch.
+    /// Checkpoints stay until the new run overwrites them.
+    fn clear_logs(&self) -> Result<()> {
+        let Ok(entries) = fs::read_dir(&self.0) else {
+            return Ok(());
+        };
+        for entry in entries {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if path == self.metrics() || path == self.results() || name.starts_with("events.out.tfevents.") {
+                fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads CIFAR-10 from `data_dir`, downloading it first when it is absent
@@ -188,9 +205,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
     let (mut state, mut optimizer, mut progress) = if config.resume {
         resume(config, &run, opt_config, placement)?
     } else {
-        for stale in [run.metrics(), run.results()] {
-            let _ = fs::remove_file(stale); // --retrain: the new run's logs start empty
-        }
+        run.clear_logs()?;
         let state = ModelState::<f32>::init(config.model, config.seed).map(|t| placement.place(t.clone()));
         let optimizer = TrainOptimizer::new(placement, opt_config, &state.params);
         (state, optimizer, Progress { epoch: 0, best: None })

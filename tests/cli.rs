@@ -375,3 +375,35 @@ fn predict_prints_the_models_logits_for_each_image() {
         stderr(&out)
     );
 }
+
+#[test]
+fn retrain_starts_the_logs_over() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut args = train_args(path_str(out_dir.path()), "1", "256");
+    args.push("--retrain");
+    for _ in 0..2 {
+        let out = run(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        // Event files are named by the second they were created in.
+        sleep(Duration::from_millis(1100));
+    }
+    let run_dir = out_dir.path().join("ResNet");
+    let events = fs::read_dir(&run_dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
+        .count();
+    assert_eq!(events, 1, "the retrained run keeps only its own event file");
+    assert_eq!(
+        fs::read_to_string(run_dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+}
