@@ -14,7 +14,7 @@
 // Deterministic: purely per output value; nothing is shared.
 
 #include <cmath>
-#include <cstdint>
+#include "common.cuh"
 
 constexpr uint32_t IMAGE_SIZE = 32;
 constexpr uint32_t CHANNELS = 3;
@@ -84,8 +84,7 @@ __device__ double per_channel(const double (&v)[CHANNELS], uint32_t c) {
 template <typename T>
 __device__ void augment(AugmentParams<T> p) {
     const uint64_t total = p.n * IMAGE_SIZE * IMAGE_SIZE * CHANNELS;
-    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < total;
-         i += (uint64_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, total) {
         const uint32_t c = i % CHANNELS;
         const uint32_t x = (i / CHANNELS) % IMAGE_SIZE;
         const uint32_t y = (i / (CHANNELS * IMAGE_SIZE)) % IMAGE_SIZE;

@@ -21,7 +21,7 @@
 // per element in a grid-stride loop. update_running is a single tiny kernel,
 // so it can sit in a CUDA graph.
 
-#include <cstdint>
+#include "common.cuh"
 
 // Block shape of the *_partials kernels; TILE_CHANNELS and ROW_LANES in
 // src/cuda/batchnorm.rs launch with these.
@@ -129,9 +129,6 @@ struct UpdateRunningParams {
     double momentum;
 };
 
-#define GRID_STRIDE(i, n) \
-    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < (n); \
-         i += (uint64_t)gridDim.x * blockDim.x)
 
 // The channel a *_partials thread owns (may be >= c in the last tile).
 __device__ uint64_t partials_channel() {

@@ -8,7 +8,7 @@
 // reads (concat) or writes (split) of the piece are contiguous. Pure copies:
 // every output element is written once, nothing is accumulated.
 
-#include <cstdint>
+#include "common.cuh"
 
 // MAX_PIECES in src/cuda/concat.rs; more pieces take several launches.
 constexpr int MAX_PIECES = 8;
@@ -30,7 +30,7 @@ __device__ void copy_piece(const ConcatParams<T>& p) {
     T* piece = p.pieces[k];
     const uint64_t width = p.widths[k], offset = p.offsets[k];
     const uint64_t n = p.rows * width;
-    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, n) {
         T* whole = p.whole + (i / width) * p.total + offset + i % width;
         if (TO_WHOLE) {
             *whole = piece[i];

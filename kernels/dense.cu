@@ -13,7 +13,7 @@
 // Deterministic: every output is one thread's sequential sum in a fixed
 // order; nothing is shared between threads.
 
-#include <cstdint>
+#include "common.cuh"
 
 template <typename T>
 struct MatmulParams {
@@ -38,9 +38,6 @@ struct ColumnSumParams {
     uint64_t cols;
 };
 
-#define GRID_STRIDE(i, n) \
-    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < (n); \
-         i += (uint64_t)gridDim.x * blockDim.x)
 
 template <typename T>
 __device__ void matmul(MatmulParams<T> p) {

@@ -7,7 +7,7 @@
 // These are bandwidth-bound: a training step fuses them into neighbours
 // where it can (see the CUDA backend issue); these are the plain versions.
 
-#include <cstdint>
+#include "common.cuh"
 
 template <typename T>
 struct UnaryParams {
@@ -32,9 +32,6 @@ struct BinaryParams {
     uint64_t n;
 };
 
-#define GRID_STRIDE(i, n) \
-    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < (n); \
-         i += (uint64_t)gridDim.x * blockDim.x)
 
 template <typename T>
 __device__ void relu_forward(UnaryParams<T> p) {

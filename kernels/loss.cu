@@ -19,7 +19,7 @@
 // never reads out of bounds.
 
 #include <cmath>
-#include <cstdint>
+#include "common.cuh"
 
 // Threads of the single block of cross_entropy and correct; the launcher
 // uses the same number (REDUCE_THREADS in loss.rs).
@@ -100,8 +100,7 @@ __device__ void cross_entropy(LossParams<T> p) {
 template <typename T>
 __device__ void cross_entropy_backward(LossBackwardParams<T> p) {
     const double scale = (double)*p.dloss / (double)p.n;
-    for (uint64_t r = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; r < p.n;
-         r += (uint64_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(r, p.n) {
         const T* row = p.logits + r * p.k;
         T* grad = p.dlogits + r * p.k;
         const uint32_t label = p.labels[r];

@@ -17,7 +17,7 @@
 // The host asserts pad < window size on both axes, so every window holds at
 // least one real cell.
 
-#include <cstdint>
+#include "common.cuh"
 
 struct PoolGeometry {
     uint32_t n, h, w, c;   // input, NHWC
@@ -42,9 +42,6 @@ struct MaxPoolParams {
     PoolGeometry g;
 };
 
-#define GRID_STRIDE(i, n) \
-    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < (n); \
-         i += (uint64_t)gridDim.x * blockDim.x)
 
 // An NHWC position: element index i of a [n, rows, cols, c] tensor.
 struct Position {

@@ -7,7 +7,7 @@
 // With at most 8x8 pixels per image in the networks, no split is needed.
 // mean_hw_backward: one thread per dx element, dx = dy[image, channel] / (h * w).
 
-#include <cstdint>
+#include "common.cuh"
 
 template <typename T>
 struct MeanHwParams {
@@ -18,9 +18,6 @@ struct MeanHwParams {
     uint64_t c;
 };
 
-#define GRID_STRIDE(i, n) \
-    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < (n); \
-         i += (uint64_t)gridDim.x * blockDim.x)
 
 template <typename T>
 __device__ void mean_hw(MeanHwParams<T> p) {
