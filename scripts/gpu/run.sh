@@ -10,18 +10,20 @@ table=()
 run() { # name, command...
     local name=$1; shift
     local start=$SECONDS
-    if "$@" > "$dir/$name.log" 2>&1; then status=ok; else status=FAILED; fi
+    if ! "$@" > "$dir/$name.log" 2>&1; then status=FAILED
+    elif grep -q "skipped: no GPU" "$dir/$name.log"; then status=SKIPPED  # the GPU was not usable
+    else status=ok; fi
     table+=("$(printf '%-34s %-7s %4ss' "$name" "$status" $((SECONDS - start)))")
     tail -n 3 "$dir/$name.log"
 }
 for t in "$dir"/bin/gpu_*; do
-    run "$(basename "$t")" "$t" --test-threads 1
+    run "$(basename "$t")" "$t" --test-threads 1 --nocapture
 done
-run fixtures_models "$dir/bin/fixtures_models" --test-threads 1
+run fixtures_models "$dir/bin/fixtures_models" --test-threads 1 --nocapture
 if command -v compute-sanitizer > /dev/null; then
     for tool in memcheck racecheck; do
         for t in "$dir"/bin/gpu_*; do
-            run "$tool:$(basename "$t")" compute-sanitizer --tool "$tool" --error-exitcode 1 "$t" --test-threads 1
+            run "$tool:$(basename "$t")" compute-sanitizer --tool "$tool" --error-exitcode 1 "$t" --test-threads 1 --nocapture
         done
     done
 else
