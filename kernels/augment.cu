@@ -32,12 +32,12 @@ struct AugmentRecord {
 
 template <typename T>
 struct AugmentParams {
-    const uint8_t* images;         // [num_images, 32, 32, 3]
-    const AugmentRecord* records;  // [n]
-    T* out;                        // [n, 32, 32, 3]
+    gptr<const uint8_t> images;         // [num_images, 32, 32, 3]
+    gptr<const AugmentRecord> records;  // [n]
+    gptr<T> out;                        // [n, 32, 32, 3]
     uint64_t n;
     uint64_t num_images;
-    double mean[CHANNELS];  // per channel, on pixel / 255
+    double mean[CHANNELS];              // per channel, on pixel / 255
     double std[CHANNELS];
 };
 
@@ -95,7 +95,7 @@ __device__ void augment(AugmentParams<T> p) {
         }
         const Tap row = tap(r.top, r.height, y, false);
         const Tap col = tap(r.left, r.width, x, r.flip != 0);
-        const uint8_t* image = p.images + (uint64_t)r.image * IMAGE_SIZE * IMAGE_SIZE * CHANNELS;
+        gptr<const uint8_t> image = p.images + (uint64_t)r.image * IMAGE_SIZE * IMAGE_SIZE * CHANNELS;
         auto pixel = [&](uint32_t sy, uint32_t sx) { return (double)image[(sy * IMAGE_SIZE + sx) * CHANNELS + c]; };
         const double upper = blend(col, pixel(row.i0, col.i0), pixel(row.i0, col.i1));
         const double lower = blend(col, pixel(row.i1, col.i0), pixel(row.i1, col.i1));

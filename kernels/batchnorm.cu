@@ -38,35 +38,35 @@ struct RowChunks {
 
 template <typename T>
 struct SumPartialsParams {
-    const T* x;         // [rows, c]
-    double* partials;   // [chunks, c]
+    gptr<const T> x;        // [rows, c]
+    gptr<double> partials;  // [chunks, c]
     RowChunks g;
 };
 
 template <typename T>
 struct SqDevPartialsParams {
-    const T* x;            // [rows, c]
-    const double* mean;    // [c]
-    double* partials;      // [chunks, c]
+    gptr<const T> x;          // [rows, c]
+    gptr<const double> mean;  // [c]
+    gptr<double> partials;    // [chunks, c]
     RowChunks g;
 };
 
 template <typename T>
 struct GradPartialsParams {
-    const T* dy;        // [rows, c]
-    const T* x;         // [rows, c]
-    const T* mean;      // [c]: the statistics the forward normalised with
-    const T* var;       // [c]
-    double* partials;   // [2, chunks, c]: sum dy, then sum dy * xhat
+    gptr<const T> dy;       // [rows, c]
+    gptr<const T> x;        // [rows, c]
+    gptr<const T> mean;     // [c]: the statistics the forward normalised with
+    gptr<const T> var;      // [c]
+    gptr<double> partials;  // [2, chunks, c]: sum dy, then sum dy * xhat
     RowChunks g;
     double eps;
 };
 
 template <typename T>
 struct FinishParams {
-    const double* partials;  // [chunks, c]
-    double* sums;            // [c]: sum / divisor, in double
-    T* out;                  // [c]: the same, as T
+    gptr<const double> partials;  // [chunks, c]
+    gptr<double> sums;            // [c]: sum / divisor, in double
+    gptr<T> out;                  // [c]: the same, as T
     uint64_t chunks;
     uint64_t c;
     double divisor;
@@ -75,20 +75,20 @@ struct FinishParams {
 // S is double for batch statistics, T for running statistics.
 template <typename T, typename S>
 struct AffineParams {
-    const T* scale;   // [c]
-    const T* bias;    // [c]
-    const S* mean;    // [c]
-    const S* var;     // [c]
-    double* coef;     // [2, c]: a = scale / sqrt(var + eps), b = bias - mean * a
+    gptr<const T> scale;  // [c]
+    gptr<const T> bias;   // [c]
+    gptr<const S> mean;   // [c]
+    gptr<const S> var;    // [c]
+    gptr<double> coef;    // [2, c]: a = scale / sqrt(var + eps), b = bias - mean * a
     uint64_t c;
     double eps;
 };
 
 template <typename T>
 struct ApplyAffineParams {
-    const T* x;           // [n / c, c]
-    const double* coef;   // [2, c]
-    T* y;                 // [n / c, c]: x * a + b
+    gptr<const T> x;          // [n / c, c]
+    gptr<const double> coef;  // [2, c]
+    gptr<T> y;                // [n / c, c]: x * a + b
     uint64_t n;
     uint64_t c;
 };
@@ -98,11 +98,11 @@ enum GradCoef { MEAN, INV_STD, GAIN, MEAN_DY, MEAN_DY_XHAT, GRAD_COEFS };
 
 template <typename T>
 struct GradCoefParams {
-    const T* scale;       // [c]
-    const T* mean;        // [c]
-    const T* var;         // [c]
-    const double* sums;   // [2, c]: sum dy, sum dy * xhat
-    double* coef;         // [GRAD_COEFS, c]
+    gptr<const T> scale;      // [c]
+    gptr<const T> mean;       // [c]
+    gptr<const T> var;        // [c]
+    gptr<const double> sums;  // [2, c]: sum dy, sum dy * xhat
+    gptr<double> coef;        // [GRAD_COEFS, c]
     uint64_t c;
     uint64_t rows;
     double eps;
@@ -110,21 +110,21 @@ struct GradCoefParams {
 
 template <typename T>
 struct InputGradParams {
-    const T* dy;          // [n / c, c]
-    const T* x;           // [n / c, c]
-    const double* coef;   // [GRAD_COEFS, c]
-    T* dx;                // [n / c, c]
+    gptr<const T> dy;         // [n / c, c]
+    gptr<const T> x;          // [n / c, c]
+    gptr<const double> coef;  // [GRAD_COEFS, c]
+    gptr<T> dx;               // [n / c, c]
     uint64_t n;
     uint64_t c;
-    uint64_t train;       // nonzero: differentiate through the batch statistics
+    uint64_t train;           // nonzero: differentiate through the batch statistics
 };
 
 template <typename T>
 struct UpdateRunningParams {
-    T* mean;              // [c], updated in place
-    T* var;               // [c], updated in place
-    const T* batch_mean;  // [c]
-    const T* batch_var;   // [c]
+    gptr<T> mean;              // [c], updated in place
+    gptr<T> var;               // [c], updated in place
+    gptr<const T> batch_mean;  // [c]
+    gptr<const T> batch_var;   // [c]
     uint64_t c;
     double momentum;
 };
@@ -139,8 +139,9 @@ __device__ uint64_t partials_channel() {
 // acc for each row of this block's chunk, on the thread's channel ch; the
 // block then writes partials[(k * chunks + chunk) * c + ch] for k < K.
 template <int K, typename Term>
-__device__ void chunk_partials(const RowChunks& g, double* partials, uint64_t ch, Term term) {
-    __shared__ double lane_sums[K][ROW_LANES][TILE_CHANNELS];
+__device__ void chunk_partials(const RowChunks& g, gptr<double> partials, uint64_t ch, Term term) {
+    using LaneSums = smem<double>[K][ROW_LANES][TILE_CHANNELS];
+    SHARED(LaneSums, lane_sums);
     double acc[K] = {};
     const uint64_t begin = blockIdx.x * g.chunk_rows;
     const uint64_t end = begin + g.chunk_rows < g.rows ? begin + g.chunk_rows : g.rows;
@@ -237,7 +238,7 @@ __device__ void grad_coefficients(GradCoefParams<T> p) {
 // Train: dx = gain * (dy - mean(dy) - xhat * mean(dy * xhat)); eval: dx = gain * dy.
 template <typename T>
 __device__ void input_grad(InputGradParams<T> p) {
-    const double* coef = p.coef;
+    gptr<const double> coef = p.coef;
     const uint64_t c = p.c;
     GRID_STRIDE(i, p.n) {
         const uint64_t ch = i % c;

@@ -15,23 +15,23 @@ constexpr int MAX_PIECES = 8;
 
 template <typename T>
 struct ConcatParams {
-    T* pieces[MAX_PIECES];          // read by concat, written by split
+    gptr<T> pieces[MAX_PIECES];    // read by concat, written by split
     uint64_t widths[MAX_PIECES];
-    uint64_t offsets[MAX_PIECES];   // first channel of each piece in the whole
-    T* whole;                       // written by concat, read by split
+    uint64_t offsets[MAX_PIECES];  // first channel of each piece in the whole
+    gptr<T> whole;                 // written by concat, read by split
     uint64_t rows;
-    uint64_t total;                 // channels of the whole
+    uint64_t total;                // channels of the whole
 };
 
 // Copies piece blockIdx.y into the whole (TO_WHOLE) or out of it.
 template <typename T, bool TO_WHOLE>
 __device__ void copy_piece(const ConcatParams<T>& p) {
     const unsigned k = blockIdx.y;
-    T* piece = p.pieces[k];
+    gptr<T> piece = p.pieces[k];
     const uint64_t width = p.widths[k], offset = p.offsets[k];
     const uint64_t n = p.rows * width;
     GRID_STRIDE(i, n) {
-        T* whole = p.whole + (i / width) * p.total + offset + i % width;
+        gptr<T> whole = p.whole + (i / width) * p.total + offset + i % width;
         if (TO_WHOLE) {
             *whole = piece[i];
         } else {

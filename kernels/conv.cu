@@ -32,6 +32,8 @@
 // rows, adding a block's lanes in lane order, in double like the CPU op.
 // No atomics anywhere.
 
+#include "common.cuh"
+
 // The geometry of one convolution; pad_h/pad_w are the padding before (the
 // padding after is implied by oh/ow).
 struct ConvShape {
@@ -44,42 +46,42 @@ struct ConvShape {
 
 template <typename T>
 struct ForwardParams {
-    const T* x;
-    const T* w;
-    const T* bias;  // null: no bias
-    T* y;
+    gptr<const T> x;
+    gptr<const T> w;
+    gptr<const T> bias;  // null: no bias
+    gptr<T> y;
     ConvShape s;
 };
 
 template <typename T>
 struct BackwardDataParams {
-    const T* dy;
-    const T* w;
-    T* dx;
+    gptr<const T> dy;
+    gptr<const T> w;
+    gptr<T> dx;
     ConvShape s;
 };
 
 template <typename T>
 struct WeightPartialParams {
-    const T* dy;
-    const T* x;
-    T* partials;     // [chunks, K, O]; chunk z covers rows [z, z + 1) * chunk_rows of M
+    gptr<const T> dy;
+    gptr<const T> x;
+    gptr<T> partials;  // [chunks, K, O]; chunk z covers rows [z, z + 1) * chunk_rows of M
     int chunk_rows;
     ConvShape s;
 };
 
 template <typename T>
 struct BiasPartialParams {
-    const T* dy;       // [rows, channels]
-    double* partials;  // [chunks, channels]
+    gptr<const T> dy;       // [rows, channels]
+    gptr<double> partials;  // [chunks, channels]
     int rows, channels;
     int chunk_rows;
 };
 
 template <typename P, typename T>
 struct TotalParams {
-    const P* partials;  // [chunks, count]
-    T* out;             // [count]
+    gptr<const P> partials;  // [chunks, count]
+    gptr<T> out;             // [count]
     int count, chunks;
 };
 
@@ -97,7 +99,7 @@ static_assert(LOADS_PER_THREAD * GEMM_THREADS == GEMM_TILE * GEMM_BK, "loads cov
 // [reduction step][outer index]; the +1 column spreads the k-fastest loader's
 // stores over the banks.
 template <typename T>
-using Tile = T[GEMM_BK][GEMM_TILE + 1];
+using Tile = smem<T>[GEMM_BK][GEMM_TILE + 1];
 
 // Which tile cell (outer, kk) the i-th load of thread t fills. K_FASTEST puts
 // consecutive threads on consecutive reduction indices (for operands that
@@ -147,7 +149,8 @@ struct TileLoader {
 template <typename T, class A, bool A_K_FASTEST, class B, bool B_K_FASTEST>
 __device__ void gemm_tile(const A& a, int m0, int m_extent, const B& b, int n0, int n_extent, int k_begin,
                           int k_end, T (&acc)[GEMM_SUB][GEMM_SUB]) {
-    __shared__ Tile<T> a_tile, b_tile;
+    SHARED(Tile<T>, a_tile);
+    SHARED(Tile<T>, b_tile);
     TileLoader<T, A, A_K_FASTEST> a_loader(a, m0, m_extent);
     TileLoader<T, B, B_K_FASTEST> b_loader(b, n0, n_extent);
     const int tx = threadIdx.x % GEMM_LANES, ty = threadIdx.x / GEMM_LANES;
@@ -179,7 +182,7 @@ __device__ void gemm_tile(const A& a, int m0, int m_extent, const B& b, int n0, 
 // Writes the block's result tile to out (row-major, rows x cols), through
 // value(acc, col) for the epilogue.
 template <typename T, class Value>
-__device__ void store_tile(T* out, int m0, int rows, int n0, int cols, const T (&acc)[GEMM_SUB][GEMM_SUB],
+__device__ void store_tile(gptr<T> out, int m0, int rows, int n0, int cols, const T (&acc)[GEMM_SUB][GEMM_SUB],
                            Value value) {
     const int tx = threadIdx.x % GEMM_LANES, ty = threadIdx.x / GEMM_LANES;
 #pragma unroll
@@ -221,7 +224,7 @@ __device__ __forceinline__ KernelTap kernel_tap(const ConvShape& s, int k) {
 // patches(x)[m, k]: outer = output pixel, reduction = tap.
 template <typename T>
 struct Patches {
-    const T* x;
+    gptr<const T> x;
     ConvShape s;
     using Outer = PixelWindow;
     __device__ Outer outer(int m) const { return pixel_window(s, m); }
@@ -247,7 +250,7 @@ struct PatchesTransposed {
 // the forward, dy as [M, O] in the weight gradient.
 template <typename T>
 struct Matrix {
-    const T* data;
+    gptr<const T> data;
     int cols;
     using Outer = int;
     __device__ Outer outer(int col) const { return col; }
@@ -274,7 +277,7 @@ struct InputPixel {
 // taps(dy)[p, r]: outer = input pixel, reduction = (ky, kx, o).
 template <typename T>
 struct DyTaps {
-    const T* dy;
+    gptr<const T> dy;
     ConvShape s;
     using Outer = InputPixel;
     __device__ Outer outer(int p) const {
@@ -295,7 +298,7 @@ struct DyTaps {
 // wt[r, c] = w[ky, kx, c, o]: outer = input channel, reduction = (ky, kx, o).
 template <typename T>
 struct WeightTransposed {
-    const T* w;
+    gptr<const T> w;
     ConvShape s;
     using Outer = int;
     __device__ Outer outer(int c) const { return c; }
@@ -318,7 +321,7 @@ __device__ void forward(ForwardParams<T> p) {
     // x is contiguous along the tap's channel, w along its columns.
     gemm_tile<T, Patches<T>, true, Matrix<T>, false>(Patches<T>{p.x, s}, m0, rows, Matrix<T>{p.w, s.o}, n0, s.o, 0,
                                                      k, acc);
-    const T* bias = p.bias;
+    gptr<const T> bias = p.bias;
     store_tile(p.y, m0, rows, n0, s.o, acc, [bias](T v, int col) { return bias ? v + bias[col] : v; });
 }
 
@@ -357,7 +360,8 @@ constexpr int BIAS_LANES = 8;
 
 template <typename T>
 __device__ void bias_partial(BiasPartialParams<T> p) {
-    __shared__ double lane_sums[BIAS_LANES][BIAS_CHANNELS];
+    using LaneSums = smem<double>[BIAS_LANES][BIAS_CHANNELS];
+    SHARED(LaneSums, lane_sums);
     const int tx = threadIdx.x % BIAS_CHANNELS, lane = threadIdx.x / BIAS_CHANNELS;
     const int channel = blockIdx.y * BIAS_CHANNELS + tx;
     const int row_begin = blockIdx.x * p.chunk_rows;

@@ -17,10 +17,10 @@
 
 template <typename T>
 struct MatmulParams {
-    const T* a;
-    const T* b;
-    const T* bias;  // [cols], added to every row; null for none
-    T* c;           // [rows, cols], contiguous
+    gptr<const T> a;
+    gptr<const T> b;
+    gptr<const T> bias;    // [cols], added to every row; null for none
+    gptr<T> c;             // [rows, cols], contiguous
     uint64_t rows;
     uint64_t cols;
     uint64_t inner;
@@ -32,8 +32,8 @@ struct MatmulParams {
 
 template <typename T>
 struct ColumnSumParams {
-    const T* x;  // [rows, cols]
-    T* sum;      // [cols]
+    gptr<const T> x;  // [rows, cols]
+    gptr<T> sum;      // [cols]
     uint64_t rows;
     uint64_t cols;
 };
@@ -43,8 +43,8 @@ template <typename T>
 __device__ void matmul(MatmulParams<T> p) {
     GRID_STRIDE(i, p.rows * p.cols) {
         const int64_t m = i / p.cols, c = i % p.cols;
-        const T* a = p.a + m * p.a_row_stride;
-        const T* b = p.b + c * p.b_col_stride;
+        gptr<const T> a = p.a + m * p.a_row_stride;
+        gptr<const T> b = p.b + c * p.b_col_stride;
         T acc = p.bias ? p.bias[c] : T(0);
         for (int64_t l = 0; l < (int64_t)p.inner; ++l) {
             acc += a[l * p.a_col_stride] * b[l * p.b_row_stride];

@@ -11,24 +11,24 @@
 
 template <typename T>
 struct UnaryParams {
-    const T* x;
-    T* y;
+    gptr<const T> x;
+    gptr<T> y;
     uint64_t n;
 };
 
 template <typename T>
 struct ReluBackwardParams {
-    const T* dy;
-    const T* y;   // the forward output: the gradient passes where y > 0
-    T* dx;
+    gptr<const T> dy;
+    gptr<const T> y;  // the forward output: the gradient passes where y > 0
+    gptr<T> dx;
     uint64_t n;
 };
 
 template <typename T>
 struct BinaryParams {
-    const T* a;
-    const T* b;
-    T* y;
+    gptr<const T> a;
+    gptr<const T> b;
+    gptr<T> y;
     uint64_t n;
 };
 

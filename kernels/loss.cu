@@ -27,34 +27,34 @@ constexpr unsigned REDUCE_THREADS = 256;
 
 template <typename T>
 struct LossParams {
-    const T* logits;         // [n, k]
-    const uint32_t* labels;  // [n]
-    T* out;                  // cross_entropy: the mean loss, a scalar
+    gptr<const T> logits;         // [n, k]
+    gptr<const uint32_t> labels;  // [n]
+    gptr<T> out;                  // cross_entropy: the mean loss, a scalar
     uint64_t n;
     uint64_t k;
 };
 
 template <typename T>
 struct LossBackwardParams {
-    const T* logits;
-    const uint32_t* labels;
-    const T* dloss;  // scalar
-    T* dlogits;      // [n, k]
+    gptr<const T> logits;
+    gptr<const uint32_t> labels;
+    gptr<const T> dloss;  // scalar
+    gptr<T> dlogits;      // [n, k]
     uint64_t n;
     uint64_t k;
 };
 
 template <typename T>
 struct CorrectParams {
-    const T* logits;
-    const uint32_t* labels;
-    uint32_t* correct;  // scalar
+    gptr<const T> logits;
+    gptr<const uint32_t> labels;
+    gptr<uint32_t> correct;  // scalar
     uint64_t n;
     uint64_t k;
 };
 
 template <typename T>
-__device__ double log_sum_exp(const T* row, uint64_t k) {
+__device__ double log_sum_exp(gptr<const T> row, uint64_t k) {
     double max = -INFINITY;
     for (uint64_t j = 0; j < k; ++j) max = fmax(max, (double)row[j]);  // fmax skips NaN, as f64::max
     double sum = 0.0;
@@ -64,7 +64,7 @@ __device__ double log_sum_exp(const T* row, uint64_t k) {
 
 // The first index of the largest value (NaN never wins a comparison).
 template <typename T>
-__device__ uint64_t argmax(const T* row, uint64_t k) {
+__device__ uint64_t argmax(gptr<const T> row, uint64_t k) {
     uint64_t best = 0;
     for (uint64_t j = 1; j < k; ++j) {
         if (row[j] > row[best]) best = j;
@@ -75,7 +75,8 @@ __device__ uint64_t argmax(const T* row, uint64_t k) {
 // Thread 0's in-order sum of every thread's partial; call from all threads.
 template <typename A>
 __device__ A block_sum(A partial) {
-    __shared__ A partials[REDUCE_THREADS];
+    using Partials = smem<A>[REDUCE_THREADS];
+    SHARED(Partials, partials);
     partials[threadIdx.x] = partial;
     __syncthreads();
     A total = A(0);
@@ -89,7 +90,7 @@ template <typename T>
 __device__ void cross_entropy(LossParams<T> p) {
     double partial = 0.0;
     for (uint64_t r = threadIdx.x; r < p.n; r += REDUCE_THREADS) {
-        const T* row = p.logits + r * p.k;
+        gptr<const T> row = p.logits + r * p.k;
         const uint32_t label = p.labels[r];
         partial += label < p.k ? log_sum_exp(row, p.k) - (double)row[label] : NAN;
     }
@@ -101,8 +102,8 @@ template <typename T>
 __device__ void cross_entropy_backward(LossBackwardParams<T> p) {
     const double scale = (double)*p.dloss / (double)p.n;
     GRID_STRIDE(r, p.n) {
-        const T* row = p.logits + r * p.k;
-        T* grad = p.dlogits + r * p.k;
+        gptr<const T> row = p.logits + r * p.k;
+        gptr<T> grad = p.dlogits + r * p.k;
         const uint32_t label = p.labels[r];
         const double lse = label < p.k ? log_sum_exp(row, p.k) : NAN;
         for (uint64_t j = 0; j < p.k; ++j) {

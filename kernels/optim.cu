@@ -19,7 +19,7 @@
 //
 // Deterministic: purely element-wise; nothing is shared between threads.
 
-#include <cstdint>
+#include "common.cuh"
 
 // Kinds, as `OptimizerKind` in src/optim.rs (the launcher passes the same
 // numbers); Adam is 1, the kind that is neither.
@@ -36,11 +36,11 @@ struct StepState {
 
 template <typename T>
 struct OptimizerParams {
-    T* params;       // [len], updated in place
-    const T* grads;  // [len]
-    T* mu;           // [len]: SGD's momentum trace or Adam's first moment
-    T* nu;           // [len]: Adam's second moment; null for SGD
-    const StepState* state;
+    gptr<T> params;       // [len], updated in place
+    gptr<const T> grads;  // [len]
+    gptr<T> mu;           // [len]: SGD's momentum trace or Adam's first moment
+    gptr<T> nu;           // [len]: Adam's second moment; null for SGD
+    gptr<const StepState> state;
     uint64_t len;
     uint32_t kind;
     uint32_t num_boundaries;
@@ -124,13 +124,13 @@ __device__ void optimizer_update(const OptimizerParams<T>& p) {
 }
 
 // One thread, launched after optimizer_update on the same stream.
-__device__ void advance_step(StepState* state) { state->t += 1; }
+__device__ void advance_step(gptr<StepState> state) { state->t += 1; }
 
 #define INSTANTIATE(T, suffix)                                                                  \
     extern "C" __global__ void optimizer_update_##suffix(OptimizerParams<T> p) {                \
         optimizer_update(p);                                                                    \
     }                                                                                           \
-    extern "C" __global__ void advance_step_##suffix(StepState* state) { advance_step(state); }
+    extern "C" __global__ void advance_step_##suffix(gptr<StepState> state) { advance_step(state); }
 
 INSTANTIATE(float, f32)
 INSTANTIATE(double, f64)

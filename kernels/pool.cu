@@ -29,16 +29,16 @@ struct PoolGeometry {
 
 template <typename T>
 struct PoolParams {
-    const T* src;   // forward: x [n, h, w, c]; backward: dy [n, oh, ow, c]
-    T* dst;         // forward: y; backward: dx
+    gptr<const T> src;  // forward: x [n, h, w, c]; backward: dy [n, oh, ow, c]
+    gptr<T> dst;        // forward: y; backward: dx
     PoolGeometry g;
 };
 
 template <typename T>
 struct MaxPoolParams {
-    const T* src;        // forward: x; backward: dy
-    T* dst;              // forward: y; backward: dx
-    uint32_t* argmax;    // [n, oh, ow, c]: written by the forward, read by the backward
+    gptr<const T> src;      // forward: x; backward: dy
+    gptr<T> dst;            // forward: y; backward: dx
+    gptr<uint32_t> argmax;  // [n, oh, ow, c]: written by the forward, read by the backward
     PoolGeometry g;
 };
 
@@ -89,7 +89,7 @@ __device__ void max_forward(MaxPoolParams<T> p) {
     const uint64_t total = (uint64_t)g.n * g.oh * g.ow * g.c;
     GRID_STRIDE(i, total) {
         const Position o = position(i, g.oh, g.ow, g.c);
-        const T* image = p.src + o.img * g.h * g.w * g.c;
+        gptr<const T> image = p.src + o.img * g.h * g.w * g.c;
         const int64_t y0 = window_start(o.row, g.stride_h, g.pad_h);
         const int64_t x0 = window_start(o.col, g.stride_w, g.pad_w);
         bool seen = false;
@@ -146,7 +146,7 @@ __device__ void avg_forward(PoolParams<T> p) {
     const uint64_t total = (uint64_t)g.n * g.oh * g.ow * g.c;
     GRID_STRIDE(i, total) {
         const Position o = position(i, g.oh, g.ow, g.c);
-        const T* image = p.src + o.img * g.h * g.w * g.c;
+        gptr<const T> image = p.src + o.img * g.h * g.w * g.c;
         const int64_t y0 = window_start(o.row, g.stride_h, g.pad_h);
         const int64_t x0 = window_start(o.col, g.stride_w, g.pad_w);
         T acc = T(0);

@@ -11,10 +11,10 @@
 
 template <typename T>
 struct MeanHwParams {
-    const T* src;    // mean_hw: x [n, hw, c]; backward: dy [n, c]
-    T* dst;          // mean_hw: y [n, c]; backward: dx [n, hw, c]
+    gptr<const T> src;  // mean_hw: x [n, hw, c]; backward: dy [n, c]
+    gptr<T> dst;        // mean_hw: y [n, c]; backward: dx [n, hw, c]
     uint64_t n;
-    uint64_t hw;     // pixels per image
+    uint64_t hw;        // pixels per image
     uint64_t c;
 };
 
@@ -24,7 +24,7 @@ __device__ void mean_hw(MeanHwParams<T> p) {
     const double inv = 1.0 / (double)p.hw;
     GRID_STRIDE(i, p.n * p.c) {
         const uint64_t img = i / p.c, ch = i % p.c;
-        const T* x = p.src + img * p.hw * p.c + ch;
+        gptr<const T> x = p.src + img * p.hw * p.c + ch;
         double s = 0.0;
         for (uint64_t px = 0; px < p.hw; ++px) s += (double)x[px * p.c];
         p.dst[i] = (T)(s * inv);
