@@ -7,8 +7,10 @@
 //! the labels travel per step; the kernel does the flip, the bilinear resize
 //! of the crop and the normalisation.
 
+use super::launch::Launch;
 use super::{launch_1d, DeviceBuffer, DeviceFloat, Gpu, GpuTensor};
 use crate::data::{image_rng, Augmentation, ImageSet, CHANNELS, IMAGE_BYTES, IMAGE_SIZE, MEAN, STD};
+use crate::float::Float;
 use cudarc::driver::DeviceRepr;
 
 /// One batch image: the index of its image in the uploaded set, and its
@@ -69,19 +71,36 @@ pub fn upload_images(gpu: &Gpu, set: &ImageSet) -> DeviceBuffer<u8> {
     gpu.upload_buffer(set.images())
 }
 
-/// `AugmentParams<T>` in augment.cu.
-#[repr(C)]
-struct AugmentParams {
-    images: u64,
-    records: u64,
-    out: u64,
-    n: u64,
-    num_images: u64,
-    mean: [f64; CHANNELS],
-    std: [f64; CHANNELS],
+crate::kernel_params! {
+    /// `AugmentParams<T>` in augment.cu.
+    pub struct AugmentParams {
+        images: u64,
+        records: u64,
+        out: u64,
+        n: u64,
+        num_images: u64,
+        mean: [f64; CHANNELS],
+        std: [f64; CHANNELS],
+    }
 }
-// SAFETY: a #[repr(C)] struct of 64-bit fields, laid out as its C++ twin.
-unsafe impl DeviceRepr for AugmentParams {}
+
+/// The batch of `n` records into `out` (`n * 32 * 32 * 3` elements of T):
+/// `images` holds `num_images * 3,072` bytes (from [`upload_images`]),
+/// `records` `n` [`AugmentRecord`]s. The kernel checks each record's image
+/// against `num_images`.
+pub fn augment_batch_plan<T: Float>(images: u64, num_images: usize, records: u64, n: usize, out: u64) -> Vec<Launch> {
+    let params = AugmentParams {
+        images,
+        records,
+        out,
+        n: n as u64,
+        num_images: num_images as u64,
+        mean: MEAN,
+        std: STD,
+    };
+    let cfg = launch_1d(n * IMAGE_BYTES);
+    vec![Launch::new::<T, _>("augment", "augment", cfg, params)]
+}
 
 /// The batch `[n, 32, 32, 3]` of the `n` records: each record's image of
 /// `images` (from [`upload_images`]) augmented and normalised, as
@@ -94,24 +113,16 @@ pub fn augment_batch<T: DeviceFloat>(
     assert_eq!(images.len() % IMAGE_BYTES, 0, "images must be whole 32x32x3 images");
     let (num_images, n) = (images.len() / IMAGE_BYTES, records.len());
     let out = gpu.alloc::<T>(&[n, IMAGE_SIZE, IMAGE_SIZE, CHANNELS]);
-    let params = AugmentParams {
-        images: gpu.buffer_ptr(images),
-        records: gpu.buffer_ptr(records),
-        out: gpu.ptr(&out),
-        n: n as u64,
-        num_images: num_images as u64,
-        mean: MEAN,
-        std: STD,
-    };
+    let plan = augment_batch_plan::<T>(
+        gpu.buffer_ptr(images),
+        num_images,
+        gpu.buffer_ptr(records),
+        n,
+        gpu.ptr(&out),
+    );
     // SAFETY: out holds n images; the kernel reads only records[0..n] and
     // images below num_images (it checks every record).
-    unsafe {
-        gpu.launch(
-            &gpu.function::<T>("augment", "augment"),
-            launch_1d(n * IMAGE_BYTES),
-            params,
-        )
-    };
+    unsafe { gpu.run(&plan) };
     out
 }
 
@@ -127,6 +138,7 @@ mod tests {
                 assert_eq!(bytes, std::mem::size_of::<AugmentParams>());
             }
         }
+        crate::cuda::launch::assert_plan_matches_ptx(&augment_batch_plan::<f32>(1, 10, 2, 128, 3));
     }
 
     #[test]

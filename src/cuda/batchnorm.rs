@@ -6,12 +6,16 @@
 //! per (term, chunk of [`CHUNK_ROWS`] rows, channel) into a workspace, then
 //! `finish_sums` adds each channel's partials in chunk order. The chunking
 //! depends only on the shape, so results are bit-identical run to run.
-//! Per-channel constants go through small f64 workspaces; every workspace is
-//! allocated per call and freed in stream order when it drops.
+//! Each op keeps its partials, per-channel sums and per-channel constants in
+//! one f64 workspace, whose length a `*_workspace_len` fn gives; the
+//! launchers allocate it per call, and it is freed in stream order when it
+//! drops.
 
+use super::launch::{element_ptr, Launch};
 use super::{launch_1d, DeviceFloat, Gpu, GpuTensor};
+use crate::float::Float;
 use crate::ops::batchnorm::{EPS, MOMENTUM};
-use cudarc::driver::{DeviceRepr, LaunchConfig};
+use cudarc::driver::LaunchConfig;
 
 /// Rows per chunk of the first reduction level: 131,072 rows (128x32x32)
 /// give 256 chunks.
@@ -22,121 +26,141 @@ const TILE_CHANNELS: usize = 32;
 const ROW_LANES: usize = 8;
 /// Block size of `finish_sums`: one warp per channel.
 const FINISH_THREADS: usize = 256;
-/// Rows of the backward's gradient-coefficient workspace (`GRAD_COEFS`).
+/// Sums per channel in one partials pass: the forward reduces one at a time
+/// (the sum, then the squared deviations), the backward two at once.
+const FORWARD_TERMS: usize = 1;
+const BACKWARD_TERMS: usize = 2;
+/// Rows of the per-channel coefficients: the forward's affine map `[a; b]`,
+/// the backward's gradient coefficients (`GRAD_COEFS` in batchnorm.cu).
+const AFFINE_COEFS: usize = 2;
 const GRAD_COEFS: usize = 5;
 
 /// The statistics a train-mode forward normalised with: the CPU op's type,
 /// holding GPU tensors.
 pub type GpuBatchStats<T> = crate::ops::batchnorm::BatchStats<T>;
 
-/// `RowChunks` in batchnorm.cu.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct RowChunks {
-    rows: u64,
-    c: u64,
-    chunk_rows: u64,
+/// Device addresses of per-channel statistics: `c` elements of T each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatsPtrs {
+    pub mean: u64,
+    pub var: u64,
 }
 
-/// `SumPartialsParams<T>`.
-#[repr(C)]
-struct SumPartialsParams {
-    x: u64,
-    partials: u64,
-    g: RowChunks,
+/// Device addresses of the backward's gradients, of T: `dx` as many
+/// elements as x, `dscale` and `dbias` `c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GradPtrs {
+    pub dx: u64,
+    pub dscale: u64,
+    pub dbias: u64,
 }
-/// `SqDevPartialsParams<T>`.
-#[repr(C)]
-struct SqDevPartialsParams {
-    x: u64,
-    mean: u64,
-    partials: u64,
-    g: RowChunks,
+
+crate::kernel_params! {
+    /// `RowChunks` in batchnorm.cu.
+    pub struct RowChunks {
+        rows: u64,
+        c: u64,
+        chunk_rows: u64,
+    }
 }
-/// `GradPartialsParams<T>`.
-#[repr(C)]
-struct GradPartialsParams {
-    dy: u64,
-    x: u64,
-    mean: u64,
-    var: u64,
-    partials: u64,
-    g: RowChunks,
-    eps: f64,
+crate::kernel_params! {
+    /// `SumPartialsParams<T>`.
+    pub struct SumPartialsParams {
+        x: u64,
+        partials: u64,
+        g: RowChunks,
+    }
 }
-/// `FinishParams<T>`.
-#[repr(C)]
-struct FinishParams {
-    partials: u64,
-    sums: u64,
-    out: u64,
-    chunks: u64,
-    c: u64,
-    divisor: f64,
+crate::kernel_params! {
+    /// `SqDevPartialsParams<T>`.
+    pub struct SqDevPartialsParams {
+        x: u64,
+        mean: u64,
+        partials: u64,
+        g: RowChunks,
+    }
 }
-/// `AffineParams<T, S>`.
-#[repr(C)]
-struct AffineParams {
-    scale: u64,
-    bias: u64,
-    mean: u64,
-    var: u64,
-    coef: u64,
-    c: u64,
-    eps: f64,
+crate::kernel_params! {
+    /// `GradPartialsParams<T>`.
+    pub struct GradPartialsParams {
+        dy: u64,
+        x: u64,
+        mean: u64,
+        var: u64,
+        partials: u64,
+        g: RowChunks,
+        eps: f64,
+    }
 }
-/// `ApplyAffineParams<T>`.
-#[repr(C)]
-struct ApplyAffineParams {
-    x: u64,
-    coef: u64,
-    y: u64,
-    n: u64,
-    c: u64,
+crate::kernel_params! {
+    /// `FinishParams<T>`.
+    pub struct FinishParams {
+        partials: u64,
+        sums: u64,
+        out: u64,
+        chunks: u64,
+        c: u64,
+        divisor: f64,
+    }
 }
-/// `GradCoefParams<T>`.
-#[repr(C)]
-struct GradCoefParams {
-    scale: u64,
-    mean: u64,
-    var: u64,
-    sums: u64,
-    coef: u64,
-    c: u64,
-    rows: u64,
-    eps: f64,
+crate::kernel_params! {
+    /// `AffineParams<T, S>`.
+    pub struct AffineParams {
+        scale: u64,
+        bias: u64,
+        mean: u64,
+        var: u64,
+        coef: u64,
+        c: u64,
+        eps: f64,
+    }
 }
-/// `InputGradParams<T>`.
-#[repr(C)]
-struct InputGradParams {
-    dy: u64,
-    x: u64,
-    coef: u64,
-    dx: u64,
-    n: u64,
-    c: u64,
-    train: u64,
+crate::kernel_params! {
+    /// `ApplyAffineParams<T>`.
+    pub struct ApplyAffineParams {
+        x: u64,
+        coef: u64,
+        y: u64,
+        n: u64,
+        c: u64,
+    }
 }
-/// `UpdateRunningParams<T>`.
-#[repr(C)]
-struct UpdateRunningParams {
-    mean: u64,
-    var: u64,
-    batch_mean: u64,
-    batch_var: u64,
-    c: u64,
-    momentum: f64,
+crate::kernel_params! {
+    /// `GradCoefParams<T>`.
+    pub struct GradCoefParams {
+        scale: u64,
+        mean: u64,
+        var: u64,
+        sums: u64,
+        coef: u64,
+        c: u64,
+        rows: u64,
+        eps: f64,
+    }
 }
-// SAFETY: plain #[repr(C)] structs of u64/f64, laid out as their C++ twins.
-unsafe impl DeviceRepr for SumPartialsParams {}
-unsafe impl DeviceRepr for SqDevPartialsParams {}
-unsafe impl DeviceRepr for GradPartialsParams {}
-unsafe impl DeviceRepr for FinishParams {}
-unsafe impl DeviceRepr for AffineParams {}
-unsafe impl DeviceRepr for ApplyAffineParams {}
-unsafe impl DeviceRepr for GradCoefParams {}
-unsafe impl DeviceRepr for InputGradParams {}
-unsafe impl DeviceRepr for UpdateRunningParams {}
+crate::kernel_params! {
+    /// `InputGradParams<T>`.
+    pub struct InputGradParams {
+        dy: u64,
+        x: u64,
+        coef: u64,
+        dx: u64,
+        n: u64,
+        c: u64,
+        train: u64,
+    }
+}
+crate::kernel_params! {
+    /// `UpdateRunningParams<T>`.
+    pub struct UpdateRunningParams {
+        mean: u64,
+        var: u64,
+        batch_mean: u64,
+        batch_var: u64,
+        c: u64,
+        momentum: f64,
+    }
+}
 
 /// How a `[rows, c]` channel reduction is cut up.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -157,6 +181,12 @@ impl Reduction {
             c,
             chunks: rows.div_ceil(CHUNK_ROWS),
         }
+    }
+
+    /// The reduction over every axis of `x_shape` but the last.
+    fn of(x_shape: &[usize]) -> Self {
+        let (&c, lead) = x_shape.split_last().expect("batch norm of a scalar");
+        Self::new(lead.iter().product(), c)
     }
 
     fn row_chunks(&self) -> RowChunks {
@@ -185,96 +215,235 @@ impl Reduction {
         }
     }
 
-    /// Elements of the partials workspace for `terms` sums per channel.
-    fn partials_len(&self, terms: usize) -> usize {
-        terms * self.chunks * self.c
-    }
-
     /// Adds each channel's partials of term `term` (in chunk order), divides
-    /// by `divisor`, and writes the result as f64 to `sums` (at `sums_offset`
-    /// elements) and as T to `out`.
-    fn finish<T: DeviceFloat>(
-        &self,
-        gpu: &Gpu,
-        partials: &GpuTensor<f64>,
-        term: usize,
-        divisor: f64,
-        sums: (&GpuTensor<f64>, usize),
-        out: &GpuTensor<T>,
-    ) {
+    /// by `divisor`, and writes the result as f64 to `sums` and as T to
+    /// `out` (`c` elements each).
+    fn finish<T: Float>(&self, partials: u64, term: usize, divisor: f64, sums: u64, out: u64) -> Launch {
         let params = FinishParams {
-            partials: element_ptr::<f64>(gpu.ptr(partials), term * self.chunks * self.c),
-            sums: element_ptr::<f64>(gpu.ptr(sums.0), sums.1),
-            out: gpu.ptr(out),
+            partials: element_ptr::<f64>(partials, term * self.chunks * self.c),
+            sums,
+            out,
             chunks: self.chunks as u64,
             c: self.c as u64,
             divisor,
         };
-        // SAFETY: partials holds at least (term + 1) * chunks * c f64s,
-        // sums at least sums.1 + c f64s, out c elements.
-        unsafe {
-            gpu.launch(
-                &gpu.function::<T>("batchnorm", "finish_sums"),
-                self.finish_launch(),
-                params,
-            )
-        };
+        Launch::new::<T, _>("batchnorm", "finish_sums", self.finish_launch(), params)
     }
 }
 
-/// The address of element `index` of a device array of E starting at `base`.
-fn element_ptr<E>(base: u64, index: usize) -> u64 {
-    base + (index * std::mem::size_of::<E>()) as u64
+/// Where an op's f64 workspace keeps what: the `partials` (`terms` x chunks
+/// x c), then the per-channel `sums` (2 x c: the forward's mean and
+/// variance, the backward's sum dy and sum dy * xhat), then the per-channel
+/// `coef`ficients (`coefs` x c).
+struct Workspace {
+    partials: u64,
+    sums: u64,
+    coef: u64,
 }
 
-/// `(rows, channels)` of `x`, checking `scale` and `bias` as the CPU op does.
-fn rows_channels<T>(x: &GpuTensor<T>, scale: &GpuTensor<T>, bias: &GpuTensor<T>) -> (usize, usize) {
-    let c = *x.shape().last().expect("batch norm of a scalar");
-    assert_eq!(scale.shape(), [c], "batch norm scale must have shape [{c}]");
-    assert_eq!(bias.shape(), [c], "batch norm bias must have shape [{c}]");
-    (x.numel() / c, c)
+impl Workspace {
+    fn len(red: &Reduction, terms: usize, coefs: usize) -> usize {
+        (terms * red.chunks + 2 + coefs) * red.c
+    }
+
+    fn at(base: u64, red: &Reduction, terms: usize) -> Self {
+        let sums = element_ptr::<f64>(base, terms * red.chunks * red.c);
+        Workspace {
+            partials: base,
+            sums,
+            coef: element_ptr::<f64>(sums, 2 * red.c),
+        }
+    }
 }
 
-/// `y = x * a + b` with the per-channel `coef = [a; b]`.
-fn apply_affine<T: DeviceFloat>(gpu: &Gpu, x: &GpuTensor<T>, coef: &GpuTensor<f64>, c: usize) -> GpuTensor<T> {
-    let y = gpu.alloc::<T>(x.shape());
-    let n = x.numel();
-    let params = ApplyAffineParams {
-        x: gpu.ptr(x),
-        coef: gpu.ptr(coef),
-        y: gpu.ptr(&y),
-        n: n as u64,
-        c: c as u64,
-    };
-    // SAFETY: x and y hold n elements, coef 2 * c.
-    unsafe { gpu.launch(&gpu.function::<T>("batchnorm", "apply_affine"), launch_1d(n), params) };
-    y
+/// f64 elements of [`forward_train_plan`]'s workspace for an input of `x_shape`.
+pub fn forward_train_workspace_len(x_shape: &[usize]) -> usize {
+    Workspace::len(&Reduction::of(x_shape), FORWARD_TERMS, AFFINE_COEFS)
 }
 
-/// The affine coefficients `[a; b]` (`a = scale / sqrt(var + eps)`,
-/// `b = bias - mean * a`) from statistics held as f64 (`kernel` =
-/// "batch_affine") or as T ("running_affine").
-fn affine_coefficients<T: DeviceFloat>(
-    gpu: &Gpu,
-    kernel: &str,
-    scale: &GpuTensor<T>,
-    bias: &GpuTensor<T>,
-    (mean, var): (u64, u64),
-    c: usize,
-) -> GpuTensor<f64> {
-    let coef = gpu.alloc::<f64>(&[2, c]);
+/// f64 elements of [`forward_eval_plan`]'s workspace (the affine map) for an
+/// input of `x_shape`.
+pub fn forward_eval_workspace_len(x_shape: &[usize]) -> usize {
+    AFFINE_COEFS * x_shape.last().expect("batch norm of a scalar")
+}
+
+/// f64 elements of [`backward_plan`]'s workspace for an input of `x_shape`.
+pub fn backward_workspace_len(x_shape: &[usize]) -> usize {
+    Workspace::len(&Reduction::of(x_shape), BACKWARD_TERMS, GRAD_COEFS)
+}
+
+/// The affine coefficients `coef = [a; b]` (`2 * c` f64s) with
+/// `a = scale / sqrt(var + eps)`, `b = bias - mean * a`, from statistics held
+/// as f64 (`kernel` = "batch_affine") or as T ("running_affine").
+fn affine_launch<T: Float>(kernel: &str, scale: u64, bias: u64, stats: StatsPtrs, coef: u64, c: usize) -> Launch {
     let params = AffineParams {
-        scale: gpu.ptr(scale),
-        bias: gpu.ptr(bias),
-        mean,
-        var,
-        coef: gpu.ptr(&coef),
+        scale,
+        bias,
+        mean: stats.mean,
+        var: stats.var,
+        coef,
         c: c as u64,
         eps: EPS,
     };
-    // SAFETY: scale, bias, mean and var hold c elements, coef 2 * c.
-    unsafe { gpu.launch(&gpu.function::<T>("batchnorm", kernel), launch_1d(c), params) };
-    coef
+    Launch::new::<T, _>("batchnorm", kernel, launch_1d(c), params)
+}
+
+/// `y = x * a + b` over `n` elements with the per-channel `coef = [a; b]`.
+fn apply_affine_launch<T: Float>(x: u64, coef: u64, y: u64, n: usize, c: usize) -> Launch {
+    let params = ApplyAffineParams {
+        x,
+        coef,
+        y,
+        n: n as u64,
+        c: c as u64,
+    };
+    Launch::new::<T, _>("batchnorm", "apply_affine", launch_1d(n), params)
+}
+
+/// Train mode: `y` = `x` normalised with its batch statistics, which go to
+/// `batch`. `x` and `y` hold the elements of `x_shape` (channels last) of T,
+/// `scale` and `bias` `c` of T, `workspace` [`forward_train_workspace_len`] f64s.
+pub fn forward_train_plan<T: Float>(
+    x: u64,
+    x_shape: &[usize],
+    scale: u64,
+    bias: u64,
+    y: u64,
+    batch: StatsPtrs,
+    workspace: u64,
+) -> Vec<Launch> {
+    let red = Reduction::of(x_shape);
+    let ws = Workspace::at(workspace, &red, FORWARD_TERMS);
+    // The batch mean, then the biased variance, in f64.
+    let moments = StatsPtrs {
+        mean: ws.sums,
+        var: element_ptr::<f64>(ws.sums, red.c),
+    };
+    let sum = SumPartialsParams {
+        x,
+        partials: ws.partials,
+        g: red.row_chunks(),
+    };
+    let sq_dev = SqDevPartialsParams {
+        x,
+        mean: moments.mean,
+        partials: ws.partials,
+        g: red.row_chunks(),
+    };
+    let rows = red.rows as f64;
+    vec![
+        Launch::new::<T, _>("batchnorm", "sum_partials", red.partials_launch(), sum),
+        red.finish::<T>(ws.partials, 0, rows, moments.mean, batch.mean),
+        Launch::new::<T, _>("batchnorm", "sq_dev_partials", red.partials_launch(), sq_dev),
+        red.finish::<T>(ws.partials, 0, rows, moments.var, batch.var),
+        affine_launch::<T>("batch_affine", scale, bias, moments, ws.coef, red.c),
+        apply_affine_launch::<T>(x, ws.coef, y, red.rows * red.c, red.c),
+    ]
+}
+
+/// Eval mode: `y` = `x` normalised with the `running` statistics. `x` and
+/// `y` hold the elements of `x_shape` (channels last) of T, `scale` and
+/// `bias` `c` of T, `workspace` [`forward_eval_workspace_len`] f64s.
+pub fn forward_eval_plan<T: Float>(
+    x: u64,
+    x_shape: &[usize],
+    scale: u64,
+    bias: u64,
+    running: StatsPtrs,
+    y: u64,
+    workspace: u64,
+) -> Vec<Launch> {
+    let c = *x_shape.last().expect("batch norm of a scalar");
+    vec![
+        affine_launch::<T>("running_affine", scale, bias, running, workspace, c),
+        apply_affine_launch::<T>(x, workspace, y, x_shape.iter().product(), c),
+    ]
+}
+
+/// `running = momentum * running + (1 - momentum) * batch`, for mean and
+/// var, in place: `c` elements of T each.
+pub fn update_running_plan<T: Float>(running: StatsPtrs, batch: StatsPtrs, c: usize) -> Vec<Launch> {
+    let params = UpdateRunningParams {
+        mean: running.mean,
+        var: running.var,
+        batch_mean: batch.mean,
+        batch_var: batch.var,
+        c: c as u64,
+        momentum: MOMENTUM,
+    };
+    vec![Launch::new::<T, _>("batchnorm", "update_running", launch_1d(c), params)]
+}
+
+/// The gradients given `dy`; `stats` are the statistics the forward
+/// normalised with (the batch's in train mode, the running ones in eval
+/// mode). `dy` and `x` hold the elements of `x_shape` (channels last) of T,
+/// `scale` `c` of T, `workspace` [`backward_workspace_len`] f64s.
+#[allow(clippy::too_many_arguments)] // one per buffer and flag of the op
+pub fn backward_plan<T: Float>(
+    dy: u64,
+    x: u64,
+    x_shape: &[usize],
+    scale: u64,
+    stats: StatsPtrs,
+    train: bool,
+    grads: GradPtrs,
+    workspace: u64,
+) -> Vec<Launch> {
+    let red = Reduction::of(x_shape);
+    let (rows, c) = (red.rows, red.c);
+    let ws = Workspace::at(workspace, &red, BACKWARD_TERMS);
+    // sums[0] = sum dy (= dbias), sums[1] = sum dy * xhat (= dscale), in f64.
+    let (sum_dy, sum_dy_xhat) = (ws.sums, element_ptr::<f64>(ws.sums, c));
+    let partials = GradPartialsParams {
+        dy,
+        x,
+        mean: stats.mean,
+        var: stats.var,
+        partials: ws.partials,
+        g: red.row_chunks(),
+        eps: EPS,
+    };
+    let coefficients = GradCoefParams {
+        scale,
+        mean: stats.mean,
+        var: stats.var,
+        sums: ws.sums,
+        coef: ws.coef,
+        c: c as u64,
+        rows: rows as u64,
+        eps: EPS,
+    };
+    let input_grad = InputGradParams {
+        dy,
+        x,
+        coef: ws.coef,
+        dx: grads.dx,
+        n: (rows * c) as u64,
+        c: c as u64,
+        train: train as u64,
+    };
+    vec![
+        Launch::new::<T, _>("batchnorm", "grad_partials", red.partials_launch(), partials),
+        red.finish::<T>(ws.partials, 0, 1.0, sum_dy, grads.dbias),
+        red.finish::<T>(ws.partials, 1, 1.0, sum_dy_xhat, grads.dscale),
+        Launch::new::<T, _>("batchnorm", "grad_coefficients", launch_1d(c), coefficients),
+        Launch::new::<T, _>("batchnorm", "input_grad", launch_1d(rows * c), input_grad),
+    ]
+}
+
+/// The channels of `x`, checking `scale` and `bias` as the CPU op does.
+fn checked_channels<T>(x: &GpuTensor<T>, scale: &GpuTensor<T>, bias: &GpuTensor<T>) -> usize {
+    let c = *x.shape().last().expect("batch norm of a scalar");
+    assert_eq!(scale.shape(), [c], "batch norm scale must have shape [{c}]");
+    assert_eq!(bias.shape(), [c], "batch norm bias must have shape [{c}]");
+    c
+}
+
+fn stats_ptrs<T: DeviceFloat>(gpu: &Gpu, stats: &GpuBatchStats<T>) -> StatsPtrs {
+    StatsPtrs {
+        mean: gpu.ptr(&stats.mean),
+        var: gpu.ptr(&stats.var),
+    }
 }
 
 /// Train mode: normalise with the batch statistics, and return them.
@@ -284,50 +453,26 @@ pub fn forward_train<T: DeviceFloat>(
     scale: &GpuTensor<T>,
     bias: &GpuTensor<T>,
 ) -> (GpuTensor<T>, GpuBatchStats<T>) {
-    let (rows, c) = rows_channels(x, scale, bias);
-    let red = Reduction::new(rows, c);
-    let partials = gpu.alloc::<f64>(&[red.partials_len(1)]);
-    // moments[0] = mean, moments[1] = biased variance, in f64.
-    let moments = gpu.alloc::<f64>(&[2, c]);
+    let c = checked_channels(x, scale, bias);
+    let workspace = gpu.alloc::<f64>(&[forward_train_workspace_len(x.shape())]);
+    let y = gpu.alloc::<T>(x.shape());
     let stats = GpuBatchStats {
         mean: gpu.alloc::<T>(&[c]),
         var: gpu.alloc::<T>(&[c]),
     };
-
-    let params = SumPartialsParams {
-        x: gpu.ptr(x),
-        partials: gpu.ptr(&partials),
-        g: red.row_chunks(),
-    };
-    // SAFETY: x holds rows * c elements, partials chunks * c.
-    unsafe {
-        gpu.launch(
-            &gpu.function::<T>("batchnorm", "sum_partials"),
-            red.partials_launch(),
-            params,
-        )
-    };
-    red.finish(gpu, &partials, 0, rows as f64, (&moments, 0), &stats.mean);
-
-    let params = SqDevPartialsParams {
-        x: gpu.ptr(x),
-        mean: gpu.ptr(&moments),
-        partials: gpu.ptr(&partials),
-        g: red.row_chunks(),
-    };
-    // SAFETY: as above; moments starts with the c means.
-    unsafe {
-        gpu.launch(
-            &gpu.function::<T>("batchnorm", "sq_dev_partials"),
-            red.partials_launch(),
-            params,
-        )
-    };
-    red.finish(gpu, &partials, 0, rows as f64, (&moments, c), &stats.var);
-
-    let mean_var = (gpu.ptr(&moments), element_ptr::<f64>(gpu.ptr(&moments), c));
-    let coef = affine_coefficients(gpu, "batch_affine", scale, bias, mean_var, c);
-    (apply_affine(gpu, x, &coef, c), stats)
+    let plan = forward_train_plan::<T>(
+        gpu.ptr(x),
+        x.shape(),
+        gpu.ptr(scale),
+        gpu.ptr(bias),
+        gpu.ptr(&y),
+        stats_ptrs(gpu, &stats),
+        gpu.ptr(&workspace),
+    );
+    // SAFETY: x and y have x's shape, scale, bias and the statistics c
+    // elements, the workspace its length.
+    unsafe { gpu.run(&plan) };
+    (y, stats)
 }
 
 /// Eval mode: normalise with the running statistics.
@@ -339,12 +484,28 @@ pub fn forward_eval<T: DeviceFloat>(
     running_mean: &GpuTensor<T>,
     running_var: &GpuTensor<T>,
 ) -> GpuTensor<T> {
-    let (_, c) = rows_channels(x, scale, bias);
+    let c = checked_channels(x, scale, bias);
     assert_eq!(running_mean.shape(), [c], "running mean shape");
     assert_eq!(running_var.shape(), [c], "running variance shape");
-    let mean_var = (gpu.ptr(running_mean), gpu.ptr(running_var));
-    let coef = affine_coefficients(gpu, "running_affine", scale, bias, mean_var, c);
-    apply_affine(gpu, x, &coef, c)
+    let workspace = gpu.alloc::<f64>(&[forward_eval_workspace_len(x.shape())]);
+    let y = gpu.alloc::<T>(x.shape());
+    let running = StatsPtrs {
+        mean: gpu.ptr(running_mean),
+        var: gpu.ptr(running_var),
+    };
+    let plan = forward_eval_plan::<T>(
+        gpu.ptr(x),
+        x.shape(),
+        gpu.ptr(scale),
+        gpu.ptr(bias),
+        running,
+        gpu.ptr(&y),
+        gpu.ptr(&workspace),
+    );
+    // SAFETY: x and y have x's shape, scale, bias and the running statistics
+    // c elements (checked above), the workspace its length.
+    unsafe { gpu.run(&plan) };
+    y
 }
 
 /// `running = momentum * running + (1 - momentum) * batch`, for mean and
@@ -355,20 +516,16 @@ pub fn update_running<T: DeviceFloat>(
     running_var: &mut GpuTensor<T>,
     batch: &GpuBatchStats<T>,
 ) {
-    let c = running_mean.numel();
     for t in [&*running_var, &batch.mean, &batch.var] {
         assert_eq!(t.shape(), running_mean.shape(), "running statistics shapes");
     }
-    let params = UpdateRunningParams {
+    let running = StatsPtrs {
         mean: gpu.ptr(running_mean),
         var: gpu.ptr(running_var),
-        batch_mean: gpu.ptr(&batch.mean),
-        batch_var: gpu.ptr(&batch.var),
-        c: c as u64,
-        momentum: MOMENTUM,
     };
+    let plan = update_running_plan::<T>(running, stats_ptrs(gpu, batch), running_mean.numel());
     // SAFETY: all four hold c elements; the running ones are borrowed mutably.
-    unsafe { gpu.launch(&gpu.function::<T>("batchnorm", "update_running"), launch_1d(c), params) };
+    unsafe { gpu.run(&plan) };
 }
 
 /// Gradients `(dx, dscale, dbias)`. `stats` are the statistics the forward
@@ -386,66 +543,26 @@ pub fn backward<T: DeviceFloat>(
     assert_eq!(x.shape().last(), Some(&c), "batch norm backward: channels");
     assert_eq!(stats.mean.shape(), [c], "batch norm backward: mean shape");
     assert_eq!(stats.var.shape(), [c], "batch norm backward: variance shape");
-    let rows = x.numel() / c;
-    let red = Reduction::new(rows, c);
-    let partials = gpu.alloc::<f64>(&[red.partials_len(2)]);
-    // sums[0] = sum dy (= dbias), sums[1] = sum dy * xhat (= dscale), in f64.
-    let sums = gpu.alloc::<f64>(&[2, c]);
-    let (dscale, dbias) = (gpu.alloc::<T>(&[c]), gpu.alloc::<T>(&[c]));
-
-    let params = GradPartialsParams {
-        dy: gpu.ptr(dy),
-        x: gpu.ptr(x),
-        mean: gpu.ptr(&stats.mean),
-        var: gpu.ptr(&stats.var),
-        partials: gpu.ptr(&partials),
-        g: red.row_chunks(),
-        eps: EPS,
-    };
-    // SAFETY: dy and x hold rows * c elements, mean and var c, partials 2 * chunks * c.
-    unsafe {
-        gpu.launch(
-            &gpu.function::<T>("batchnorm", "grad_partials"),
-            red.partials_launch(),
-            params,
-        )
-    };
-    red.finish(gpu, &partials, 0, 1.0, (&sums, 0), &dbias);
-    red.finish(gpu, &partials, 1, 1.0, (&sums, c), &dscale);
-
-    let coef = gpu.alloc::<f64>(&[GRAD_COEFS, c]);
-    let params = GradCoefParams {
-        scale: gpu.ptr(scale),
-        mean: gpu.ptr(&stats.mean),
-        var: gpu.ptr(&stats.var),
-        sums: gpu.ptr(&sums),
-        coef: gpu.ptr(&coef),
-        c: c as u64,
-        rows: rows as u64,
-        eps: EPS,
-    };
-    // SAFETY: scale, mean and var hold c elements, sums 2 * c, coef GRAD_COEFS * c.
-    unsafe {
-        gpu.launch(
-            &gpu.function::<T>("batchnorm", "grad_coefficients"),
-            launch_1d(c),
-            params,
-        )
-    };
-
-    let dx = gpu.alloc::<T>(x.shape());
-    let n = x.numel();
-    let params = InputGradParams {
-        dy: gpu.ptr(dy),
-        x: gpu.ptr(x),
-        coef: gpu.ptr(&coef),
+    let workspace = gpu.alloc::<f64>(&[backward_workspace_len(x.shape())]);
+    let (dx, dscale, dbias) = (gpu.alloc::<T>(x.shape()), gpu.alloc::<T>(&[c]), gpu.alloc::<T>(&[c]));
+    let grads = GradPtrs {
         dx: gpu.ptr(&dx),
-        n: n as u64,
-        c: c as u64,
-        train: train as u64,
+        dscale: gpu.ptr(&dscale),
+        dbias: gpu.ptr(&dbias),
     };
-    // SAFETY: dy, x and dx hold n elements, coef GRAD_COEFS * c.
-    unsafe { gpu.launch(&gpu.function::<T>("batchnorm", "input_grad"), launch_1d(n), params) };
+    let plan = backward_plan::<T>(
+        gpu.ptr(dy),
+        gpu.ptr(x),
+        x.shape(),
+        gpu.ptr(scale),
+        stats_ptrs(gpu, stats),
+        train,
+        grads,
+        gpu.ptr(&workspace),
+    );
+    // SAFETY: dy, x and dx have x's shape, scale, the statistics, dscale and
+    // dbias c elements (checked above), the workspace its length.
+    unsafe { gpu.run(&plan) };
     (dx, dscale, dbias)
 }
 
@@ -484,7 +601,12 @@ mod tests {
     #[test]
     fn workspace_sizes_and_offsets() {
         let red = Reduction::new(28_800, 12);
-        assert_eq!(red.partials_len(2), 2 * 57 * 12);
+        assert_eq!(backward_workspace_len(&[128, 15, 15, 12]), (2 * 57 + 2 + 5) * 12);
+        assert_eq!(forward_train_workspace_len(&[28_800, 12]), (57 + 2 + 2) * 12);
+        assert_eq!(forward_eval_workspace_len(&[28_800, 12]), 2 * 12);
+        let ws = Workspace::at(0x1000, &red, 2);
+        assert_eq!((ws.partials, ws.sums), (0x1000, 0x1000 + 8 * 2 * 57 * 12));
+        assert_eq!(ws.coef, ws.sums + 8 * 2 * 12);
         assert_eq!(
             red.row_chunks(),
             RowChunks {
@@ -494,5 +616,34 @@ mod tests {
             }
         );
         assert_eq!(element_ptr::<f64>(0x1000, 3), 0x1018);
+    }
+
+    #[test]
+    fn plans_match_the_kernels() {
+        let shape = [128, 15, 15, 12];
+        let stats = StatsPtrs { mean: 1, var: 2 };
+        let grads = GradPtrs {
+            dx: 3,
+            dscale: 4,
+            dbias: 5,
+        };
+        let mut plan = forward_train_plan::<f32>(6, &shape, 7, 8, 9, stats, 10);
+        assert_eq!(plan.len(), 6);
+        plan.extend(forward_eval_plan::<f32>(6, &shape, 7, 8, stats, 9, 10));
+        plan.extend(update_running_plan::<f64>(stats, stats, 12));
+        let backward = backward_plan::<f64>(6, 7, &shape, 8, stats, true, grads, 10);
+        let kernels: Vec<_> = backward.iter().map(|l| l.kernel.as_str()).collect();
+        assert_eq!(
+            kernels,
+            [
+                "grad_partials_f64",
+                "finish_sums_f64",
+                "finish_sums_f64",
+                "grad_coefficients_f64",
+                "input_grad_f64"
+            ]
+        );
+        plan.extend(backward);
+        crate::cuda::launch::assert_plan_matches_ptx(&plan);
     }
 }

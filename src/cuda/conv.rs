@@ -5,14 +5,17 @@
 //! The forward and the data gradient are one implicit-GEMM launch each, a
 //! 64 x 64 result tile per block. The weight and bias gradients reduce over
 //! every output pixel in two deterministic levels: fixed chunks of rows write
-//! partials to a workspace, then a second kernel adds them in chunk order.
-//! The chunking is a function of the shapes alone, never of the device, so a
-//! result has the same bits on every card. Kernel indices are 32-bit: every
-//! tensor and workspace is checked to fit.
+//! partials to a workspace (of [`weight_workspace_len`] or
+//! [`bias_workspace_len`] elements), then a second kernel adds them in chunk
+//! order. The chunking is a function of the shapes alone, never of the
+//! device, so a result has the same bits on every card. Kernel indices are
+//! 32-bit: every tensor and workspace is checked to fit.
 
+use super::launch::Launch;
 use super::{launch_1d, DeviceFloat, Gpu, GpuTensor};
+use crate::float::Float;
 use crate::ops::Window;
-use cudarc::driver::{DeviceRepr, LaunchConfig};
+use cudarc::driver::LaunchConfig;
 
 /// `GEMM_TILE`, `GEMM_BK` and `GEMM_THREADS` in conv.cu.
 const GEMM_TILE: usize = 64;
@@ -32,24 +35,24 @@ const WEIGHT_MIN_CHUNK_ROWS: usize = 256;
 /// grid-stride step past the end cannot overflow.
 const MAX_INDEX: usize = i32::MAX as usize / 2;
 
-/// `ConvShape` in conv.cu. `pad_h`/`pad_w` are the padding before; the
-/// padding after is implied by `oh`/`ow`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ConvShape {
-    n: i32,
-    h: i32,
-    w: i32,
-    c: i32,
-    oh: i32,
-    ow: i32,
-    o: i32,
-    kh: i32,
-    kw: i32,
-    stride_h: i32,
-    stride_w: i32,
-    pad_h: i32,
-    pad_w: i32,
+crate::kernel_params! {
+    /// `ConvShape` in conv.cu. `pad_h`/`pad_w` are the padding before; the
+    /// padding after is implied by `oh`/`ow`.
+    pub struct ConvShape {
+        n: i32,
+        h: i32,
+        w: i32,
+        c: i32,
+        oh: i32,
+        ow: i32,
+        o: i32,
+        kh: i32,
+        kw: i32,
+        stride_h: i32,
+        stride_w: i32,
+        pad_h: i32,
+        pad_w: i32,
+    }
 }
 
 fn index(v: usize, what: &str) -> i32 {
@@ -61,7 +64,10 @@ fn index(v: usize, what: &str) -> i32 {
 }
 
 impl ConvShape {
-    fn new(x_shape: &[usize], w_shape: &[usize], win: &Window) -> Self {
+    /// The convolution of an NHWC input of `x_shape` with an HWIO kernel of
+    /// `w_shape` over `win`; panics on mismatched shapes or on tensors past
+    /// the kernels' 32-bit indices.
+    pub fn new(x_shape: &[usize], w_shape: &[usize], win: &Window) -> Self {
         let &[n, h, w, c] = x_shape else {
             panic!("expected an NHWC tensor, got shape {x_shape:?}")
         };
@@ -91,72 +97,73 @@ impl ConvShape {
             pad_w: dim(win.pad_lo[1]),
         }
     }
-    fn y_shape(&self) -> [usize; 4] {
+    /// `[n, oh, ow, o]`: the shape of y and dy.
+    pub fn y_shape(&self) -> [usize; 4] {
         [self.n, self.oh, self.ow, self.o].map(|v| v as usize)
     }
     /// Input pixels: the rows of x and dx.
-    fn in_rows(&self) -> usize {
+    pub fn in_rows(&self) -> usize {
         (self.n * self.h * self.w) as usize
     }
     /// Output pixels: the rows of y and dy.
-    fn out_rows(&self) -> usize {
+    pub fn out_rows(&self) -> usize {
         (self.n * self.oh * self.ow) as usize
     }
     /// Taps of one window: the rows of the kernel as a matrix.
-    fn k(&self) -> usize {
+    pub fn k(&self) -> usize {
         (self.kh * self.kw * self.c) as usize
     }
 }
 
-/// `ForwardParams<T>` in conv.cu.
-#[repr(C)]
-struct ForwardParams {
-    x: u64,
-    w: u64,
-    bias: u64, // 0: no bias
-    y: u64,
-    s: ConvShape,
+crate::kernel_params! {
+    /// `ForwardParams<T>` in conv.cu.
+    pub struct ForwardParams {
+        x: u64,
+        w: u64,
+        /// 0: no bias.
+        bias: u64,
+        y: u64,
+        s: ConvShape,
+    }
 }
-/// `BackwardDataParams<T>` in conv.cu.
-#[repr(C)]
-struct BackwardDataParams {
-    dy: u64,
-    w: u64,
-    dx: u64,
-    s: ConvShape,
+crate::kernel_params! {
+    /// `BackwardDataParams<T>` in conv.cu.
+    pub struct BackwardDataParams {
+        dy: u64,
+        w: u64,
+        dx: u64,
+        s: ConvShape,
+    }
 }
-/// `WeightPartialParams<T>` in conv.cu.
-#[repr(C)]
-struct WeightPartialParams {
-    dy: u64,
-    x: u64,
-    partials: u64,
-    chunk_rows: i32,
-    s: ConvShape,
+crate::kernel_params! {
+    /// `WeightPartialParams<T>` in conv.cu.
+    pub struct WeightPartialParams {
+        dy: u64,
+        x: u64,
+        partials: u64,
+        chunk_rows: i32,
+        s: ConvShape,
+    }
 }
-/// `BiasPartialParams<T>` in conv.cu.
-#[repr(C)]
-struct BiasPartialParams {
-    dy: u64,
-    partials: u64,
-    rows: i32,
-    channels: i32,
-    chunk_rows: i32,
+crate::kernel_params! {
+    /// `BiasPartialParams<T>` in conv.cu.
+    pub struct BiasPartialParams {
+        dy: u64,
+        partials: u64,
+        rows: i32,
+        channels: i32,
+        chunk_rows: i32,
+    }
 }
-/// `TotalParams<P, T>` in conv.cu.
-#[repr(C)]
-struct TotalParams {
-    partials: u64,
-    out: u64,
-    count: i32,
-    chunks: i32,
+crate::kernel_params! {
+    /// `TotalParams<P, T>` in conv.cu.
+    pub struct TotalParams {
+        partials: u64,
+        out: u64,
+        count: i32,
+        chunks: i32,
+    }
 }
-// SAFETY: plain #[repr(C)] structs of u64 and i32, laid out as their C++ twins.
-unsafe impl DeviceRepr for ForwardParams {}
-unsafe impl DeviceRepr for BackwardDataParams {}
-unsafe impl DeviceRepr for WeightPartialParams {}
-unsafe impl DeviceRepr for BiasPartialParams {}
-unsafe impl DeviceRepr for TotalParams {}
 
 /// A GEMM kernel's launch: one block per 64 x 64 tile of a `rows x cols`
 /// result, `depth` such results (the weight gradient's chunks) along z.
@@ -179,6 +186,107 @@ fn weight_chunk_rows(rows: usize, tiles: usize) -> usize {
     rows.div_ceil(chunks).next_multiple_of(GEMM_BK)
 }
 
+/// `(chunk_rows, chunks)` of the weight gradient of `s`.
+fn weight_chunks(s: &ConvShape) -> (usize, usize) {
+    let (rows, k, o) = (s.out_rows(), s.k(), s.o as usize);
+    let cfg = gemm_launch(k, o, 1);
+    let tiles = (cfg.grid_dim.0 * cfg.grid_dim.1) as usize;
+    let chunk_rows = weight_chunk_rows(rows, tiles);
+    let chunks = rows.div_ceil(chunk_rows);
+    index(chunks * k * o, "the weight-gradient workspace");
+    (chunk_rows, chunks)
+}
+
+/// Elements of T in [`backward_weight_plan`]'s `partials` workspace: a
+/// `k x o` partial result per chunk of rows.
+pub fn weight_workspace_len(s: &ConvShape) -> usize {
+    let (_, chunks) = weight_chunks(s);
+    chunks * s.k() * s.o as usize
+}
+
+/// f64 elements in [`backward_bias_plan`]'s `partials` workspace: a partial
+/// sum per chunk of rows and channel.
+pub fn bias_workspace_len(rows: usize, channels: usize) -> usize {
+    rows.div_ceil(BIAS_CHUNK_ROWS) * channels
+}
+
+/// `out = sum over chunks of partials[chunk]` (in chunk order) by kernel
+/// `name`: `partials` holds `chunks * count` elements, `out` `count` of T.
+fn total_launch<T: Float>(name: &str, partials: u64, out: u64, count: usize, chunks: usize) -> Launch {
+    let params = TotalParams {
+        partials,
+        out,
+        count: index(count, name),
+        chunks: index(chunks, name),
+    };
+    Launch::new::<T, _>("conv", name, launch_1d(count), params)
+}
+
+/// `y = conv(x, w) + bias`, all of T: `x` holds the `[n, h, w, c]` elements
+/// of `s`, `w` `[kh, kw, c, o]`, `bias` `o` (0: no bias), `y` the
+/// [`ConvShape::y_shape`].
+pub fn forward_plan<T: Float>(x: u64, w: u64, bias: u64, y: u64, s: &ConvShape) -> Vec<Launch> {
+    let params = ForwardParams { x, w, bias, y, s: *s };
+    let cfg = gemm_launch(s.out_rows(), s.o as usize, 1);
+    vec![Launch::new::<T, _>("conv", "conv_forward", cfg, params)]
+}
+
+/// dL/dx given dL/dy, all of T: `dy` holds the `y_shape` elements of `s`,
+/// `w` `[kh, kw, c, o]`, `dx` `[n, h, w, c]`.
+pub fn backward_data_plan<T: Float>(dy: u64, w: u64, dx: u64, s: &ConvShape) -> Vec<Launch> {
+    let params = BackwardDataParams { dy, w, dx, s: *s };
+    let cfg = gemm_launch(s.in_rows(), s.c as usize, 1);
+    vec![Launch::new::<T, _>("conv", "conv_backward_data", cfg, params)]
+}
+
+/// dL/dw given dL/dy, all of T: `dy` holds the `y_shape` elements of `s`,
+/// `x` `[n, h, w, c]`, `partials` [`weight_workspace_len`], `dw`
+/// `[kh, kw, c, o]`. Chunks of rows write partials, then a second kernel
+/// adds them.
+pub fn backward_weight_plan<T: Float>(dy: u64, x: u64, partials: u64, dw: u64, s: &ConvShape) -> Vec<Launch> {
+    let (k, o) = (s.k(), s.o as usize);
+    let (chunk_rows, chunks) = weight_chunks(s);
+    let params = WeightPartialParams {
+        dy,
+        x,
+        partials,
+        chunk_rows: chunk_rows as i32,
+        s: *s,
+    };
+    vec![
+        Launch::new::<T, _>("conv", "conv_weight_partial", gemm_launch(k, o, chunks), params),
+        total_launch::<T>("conv_weight_total", partials, dw, k * o, chunks),
+    ]
+}
+
+/// dL/db given dL/dy, the sum over its `rows` in f64: `dy` holds `rows *
+/// channels` elements of T, `partials` [`bias_workspace_len`] f64s, `db`
+/// `channels` elements of T.
+pub fn backward_bias_plan<T: Float>(dy: u64, partials: u64, db: u64, rows: usize, channels: usize) -> Vec<Launch> {
+    let chunks = rows.div_ceil(BIAS_CHUNK_ROWS);
+    index(rows * channels, "dy");
+    let params = BiasPartialParams {
+        dy,
+        partials,
+        rows: index(rows, "dy"),
+        channels: index(channels, "dy"),
+        chunk_rows: BIAS_CHUNK_ROWS as i32,
+    };
+    let cfg = LaunchConfig {
+        grid_dim: (
+            u32::try_from(chunks).expect("grid too large"),
+            u32::try_from(channels.div_ceil(BIAS_CHANNELS)).expect("grid too large"),
+            1,
+        ),
+        block_dim: ((BIAS_CHANNELS * BIAS_LANES) as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    vec![
+        Launch::new::<T, _>("conv", "conv_bias_partial", cfg, params),
+        total_launch::<T>("conv_bias_total", partials, db, channels, chunks),
+    ]
+}
+
 /// `y = conv(x, w) + b`, shape `[n, oh, ow, o]`.
 pub fn forward<T: DeviceFloat>(
     gpu: &Gpu,
@@ -192,16 +300,10 @@ pub fn forward<T: DeviceFloat>(
         assert_eq!(b.shape(), [s.o as usize], "conv bias must have shape [{}]", s.o);
     }
     let y = gpu.alloc::<T>(&s.y_shape());
-    let params = ForwardParams {
-        x: gpu.ptr(x),
-        w: gpu.ptr(w),
-        bias: b.map_or(0, |b| gpu.ptr(b)),
-        y: gpu.ptr(&y),
-        s,
-    };
-    let cfg = gemm_launch(s.out_rows(), s.o as usize, 1);
+    let bias = b.map_or(0, |b| gpu.ptr(b));
+    let plan = forward_plan::<T>(gpu.ptr(x), gpu.ptr(w), bias, gpu.ptr(&y), &s);
     // SAFETY: x, w, b and y have the shapes ConvShape::new checked.
-    unsafe { gpu.launch(&gpu.function::<T>("conv", "conv_forward"), cfg, params) };
+    unsafe { gpu.run(&plan) };
     y
 }
 
@@ -216,15 +318,9 @@ pub fn backward_data<T: DeviceFloat>(
     let s = ConvShape::new(x_shape, w.shape(), win);
     assert_eq!(dy.shape(), s.y_shape(), "conv backward_data: dy shape");
     let dx = gpu.alloc::<T>(x_shape);
-    let params = BackwardDataParams {
-        dy: gpu.ptr(dy),
-        w: gpu.ptr(w),
-        dx: gpu.ptr(&dx),
-        s,
-    };
-    let cfg = gemm_launch(s.in_rows(), s.c as usize, 1);
+    let plan = backward_data_plan::<T>(gpu.ptr(dy), gpu.ptr(w), gpu.ptr(&dx), &s);
     // SAFETY: dy, w and dx have the shapes checked above.
-    unsafe { gpu.launch(&gpu.function::<T>("conv", "conv_backward_data"), cfg, params) };
+    unsafe { gpu.run(&plan) };
     dx
 }
 
@@ -238,31 +334,12 @@ pub fn backward_weight<T: DeviceFloat>(
 ) -> GpuTensor<T> {
     let s = ConvShape::new(x.shape(), w_shape, win);
     assert_eq!(dy.shape(), s.y_shape(), "conv backward_weight: dy shape");
-    let (rows, k, o) = (s.out_rows(), s.k(), s.o as usize);
-    let cfg = gemm_launch(k, o, 1);
-    let tiles = (cfg.grid_dim.0 * cfg.grid_dim.1) as usize;
-    let chunk_rows = weight_chunk_rows(rows, tiles);
-    let chunks = rows.div_ceil(chunk_rows);
-    let partials = gpu.alloc::<T>(&[chunks, k, o]);
-    index(partials.numel(), "the weight-gradient workspace");
-    let params = WeightPartialParams {
-        dy: gpu.ptr(dy),
-        x: gpu.ptr(x),
-        partials: gpu.ptr(&partials),
-        chunk_rows: chunk_rows as i32,
-        s,
-    };
-    // SAFETY: dy and x have the shapes checked above; partials holds every
-    // chunk's k x o tile.
-    unsafe {
-        gpu.launch(
-            &gpu.function::<T>("conv", "conv_weight_partial"),
-            gemm_launch(k, o, chunks),
-            params,
-        )
-    };
+    let partials = gpu.alloc::<T>(&[weight_workspace_len(&s)]);
     let dw = gpu.alloc::<T>(w_shape);
-    sum_partials(gpu, "conv_weight_total", &partials, &dw, chunks);
+    let plan = backward_weight_plan::<T>(gpu.ptr(dy), gpu.ptr(x), gpu.ptr(&partials), gpu.ptr(&dw), &s);
+    // SAFETY: dy, x and dw have the shapes checked above; partials has the
+    // workspace's length.
+    unsafe { gpu.run(&plan) };
     dw
 }
 
@@ -270,51 +347,13 @@ pub fn backward_weight<T: DeviceFloat>(
 pub fn backward_bias<T: DeviceFloat>(gpu: &Gpu, dy: &GpuTensor<T>) -> GpuTensor<T> {
     let channels = *dy.shape().last().expect("conv output is 4-D");
     let rows = dy.numel() / channels;
-    let chunks = rows.div_ceil(BIAS_CHUNK_ROWS);
-    index(dy.numel(), "dy");
-    let partials = gpu.alloc::<f64>(&[chunks, channels]);
-    let params = BiasPartialParams {
-        dy: gpu.ptr(dy),
-        partials: gpu.ptr(&partials),
-        rows: index(rows, "dy"),
-        channels: index(channels, "dy"),
-        chunk_rows: BIAS_CHUNK_ROWS as i32,
-    };
-    let cfg = LaunchConfig {
-        grid_dim: (
-            u32::try_from(chunks).expect("grid too large"),
-            u32::try_from(channels.div_ceil(BIAS_CHANNELS)).expect("grid too large"),
-            1,
-        ),
-        block_dim: ((BIAS_CHANNELS * BIAS_LANES) as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    // SAFETY: dy holds rows x channels elements, partials chunks x channels.
-    unsafe { gpu.launch(&gpu.function::<T>("conv", "conv_bias_partial"), cfg, params) };
+    let partials = gpu.alloc::<f64>(&[bias_workspace_len(rows, channels)]);
     let db = gpu.alloc::<T>(&[channels]);
-    sum_partials(gpu, "conv_bias_total", &partials, &db, chunks);
+    let plan = backward_bias_plan::<T>(gpu.ptr(dy), gpu.ptr(&partials), gpu.ptr(&db), rows, channels);
+    // SAFETY: dy holds rows x channels elements, db channels; partials has
+    // the workspace's length.
+    unsafe { gpu.run(&plan) };
     db
-}
-
-/// `out = sum over chunks of partials[chunk]` (in chunk order) by kernel
-/// `name`, whose partials have element type P.
-fn sum_partials<P: crate::float::Float, T: DeviceFloat>(
-    gpu: &Gpu,
-    name: &str,
-    partials: &GpuTensor<P>,
-    out: &GpuTensor<T>,
-    chunks: usize,
-) {
-    let count = out.numel();
-    assert_eq!(partials.numel(), chunks * count, "{name}: workspace size");
-    let params = TotalParams {
-        partials: gpu.ptr(partials),
-        out: gpu.ptr(out),
-        count: index(count, name),
-        chunks: index(chunks, name),
-    };
-    // SAFETY: partials holds chunks x count elements, out count.
-    unsafe { gpu.launch(&gpu.function::<T>("conv", name), launch_1d(count), params) };
 }
 
 #[cfg(test)]
@@ -370,6 +409,28 @@ mod tests {
         assert_eq!(size_of::<WeightPartialParams>(), 80);
         assert_eq!(size_of::<BiasPartialParams>(), 32);
         assert_eq!(size_of::<TotalParams>(), 24);
+    }
+
+    #[test]
+    fn plans_match_the_kernels() {
+        let win = Window::same([3, 3], [2, 2], [16, 16]);
+        let s = ConvShape::new(&[128, 16, 16, 32], &[3, 3, 32, 64], &win);
+        let weight = backward_weight_plan::<f32>(1, 2, 3, 4, &s);
+        let kernels: Vec<_> = weight.iter().map(|l| l.kernel.as_str()).collect();
+        assert_eq!(kernels, ["conv_weight_partial_f32", "conv_weight_total_f32"]);
+        // The partial kernel fills exactly the workspace.
+        let chunks = weight[0].cfg.grid_dim.2 as usize;
+        assert_eq!(weight_workspace_len(&s), chunks * s.k() * 64);
+        let bias = backward_bias_plan::<f64>(1, 2, 3, s.out_rows(), 64);
+        assert_eq!(
+            bias_workspace_len(s.out_rows(), 64),
+            bias[0].cfg.grid_dim.0 as usize * 64
+        );
+        let mut plan = forward_plan::<f32>(1, 2, 0, 3, &s);
+        plan.extend(backward_data_plan::<f64>(1, 2, 3, &s));
+        plan.extend(weight);
+        plan.extend(bias);
+        crate::cuda::launch::assert_plan_matches_ptx(&plan);
     }
 
     #[test]

@@ -3,35 +3,35 @@
 //! go through one strided matmul kernel; [`Operand`] says how a matrix is
 //! read (as stored, or transposed) so no transpose is ever materialised.
 
+use super::launch::Launch;
 use super::{launch_1d, DeviceFloat, Gpu, GpuTensor};
-use cudarc::driver::DeviceRepr;
+use crate::float::Float;
 
-/// `MatmulParams<T>` in dense.cu.
-#[repr(C)]
-struct MatmulParams {
-    a: u64,
-    b: u64,
-    bias: u64,
-    c: u64,
-    rows: u64,
-    cols: u64,
-    inner: u64,
-    a_row_stride: i64,
-    a_col_stride: i64,
-    b_row_stride: i64,
-    b_col_stride: i64,
+crate::kernel_params! {
+    /// `MatmulParams<T>` in dense.cu.
+    pub struct MatmulParams {
+        a: u64,
+        b: u64,
+        bias: u64,
+        c: u64,
+        rows: u64,
+        cols: u64,
+        inner: u64,
+        a_row_stride: i64,
+        a_col_stride: i64,
+        b_row_stride: i64,
+        b_col_stride: i64,
+    }
 }
-/// `ColumnSumParams<T>` in dense.cu.
-#[repr(C)]
-struct ColumnSumParams {
-    x: u64,
-    sum: u64,
-    rows: u64,
-    cols: u64,
+crate::kernel_params! {
+    /// `ColumnSumParams<T>` in dense.cu.
+    pub struct ColumnSumParams {
+        x: u64,
+        sum: u64,
+        rows: u64,
+        cols: u64,
+    }
 }
-// SAFETY: plain #[repr(C)] structs of 64-bit integers, laid out as their C++ twins.
-unsafe impl DeviceRepr for MatmulParams {}
-unsafe impl DeviceRepr for ColumnSumParams {}
 
 /// A row-major matrix of `rows x cols` as stored, read either as is or
 /// transposed.
@@ -85,26 +85,11 @@ fn matmul_params(a: Operand, b: Operand, ptrs: [u64; 4]) -> (MatmulParams, usize
     (params, rows * cols)
 }
 
-/// `bias + op(a) op(b)` into a fresh `[rows, cols]` tensor; `bias` None adds nothing.
-fn matmul<T: DeviceFloat>(
-    gpu: &Gpu,
-    (a, a_op): (&GpuTensor<T>, Operand),
-    (b, b_op): (&GpuTensor<T>, Operand),
-    bias: Option<&GpuTensor<T>>,
-) -> GpuTensor<T> {
-    assert_eq!(a.numel(), a_op.rows * a_op.cols, "matmul: a's shape");
-    assert_eq!(b.numel(), b_op.rows * b_op.cols, "matmul: b's shape");
-    let (rows, cols) = (a_op.dims().0, b_op.dims().1);
-    if let Some(bias) = bias {
-        assert_eq!(bias.numel(), cols, "matmul: bias length");
-    }
-    let c = gpu.alloc::<T>(&[rows, cols]);
-    let ptrs = [gpu.ptr(a), gpu.ptr(b), bias.map_or(0, |t| gpu.ptr(t)), gpu.ptr(&c)];
-    let (params, outputs) = matmul_params(a_op, b_op, ptrs);
-    // SAFETY: the strides address a and b within their checked sizes; c
-    // holds rows * cols elements; bias (if any) holds cols.
-    unsafe { gpu.launch(&gpu.function::<T>("dense", "matmul"), launch_1d(outputs), params) };
-    c
+/// The launch of `c = bias + op(a) op(b)` into a contiguous `c`; `bias` 0
+/// adds nothing.
+fn matmul<T: Float>((a, a_op): (u64, Operand), (b, b_op): (u64, Operand), bias: u64, c: u64) -> Launch {
+    let (params, outputs) = matmul_params(a_op, b_op, [a, b, bias, c]);
+    Launch::new::<T, _>("dense", "matmul", launch_1d(outputs), params)
 }
 
 fn plain(rows: usize, cols: usize) -> Operand {
@@ -123,10 +108,42 @@ fn transposed(rows: usize, cols: usize) -> Operand {
     }
 }
 
+/// `y = x w + b` for `n` rows of `k` inputs and `o` outputs: `x` holds
+/// `n * k` elements of T, `w` `k * o`, `b` `o` (0: no bias), `y` `n * o`.
+pub fn forward_plan<T: Float>(x: u64, w: u64, b: u64, y: u64, (n, k, o): (usize, usize, usize)) -> Vec<Launch> {
+    vec![matmul::<T>((x, plain(n, k)), (w, plain(k, o)), b, y)]
+}
+
+/// `(dx, dw, db)` given `dy`, for the dims of [`forward_plan`]: `dy` holds
+/// `n * o` elements of T, `x` and `dx` `n * k`, `w` and `dw` `k * o`, `db` `o`.
+pub fn backward_plan<T: Float>(
+    dy: u64,
+    x: u64,
+    w: u64,
+    (dx, dw, db): (u64, u64, u64),
+    (n, k, o): (usize, usize, usize),
+) -> Vec<Launch> {
+    let column_sum = ColumnSumParams {
+        x: dy,
+        sum: db,
+        rows: n as u64,
+        cols: o as u64,
+    };
+    vec![
+        matmul::<T>((dy, plain(n, o)), (w, transposed(k, o)), 0, dx),
+        matmul::<T>((x, transposed(n, k)), (dy, plain(n, o)), 0, dw),
+        Launch::new::<T, _>("dense", "column_sum", launch_1d(o), column_sum),
+    ]
+}
+
 pub fn forward<T: DeviceFloat>(gpu: &Gpu, x: &GpuTensor<T>, w: &GpuTensor<T>, b: &GpuTensor<T>) -> GpuTensor<T> {
     let (n, k, o) = crate::ops::dense::dims(x, w);
     assert_eq!(b.shape(), [o], "dense bias must have shape [{o}]");
-    matmul(gpu, (x, plain(n, k)), (w, plain(k, o)), Some(b))
+    let y = gpu.alloc::<T>(&[n, o]);
+    let plan = forward_plan::<T>(gpu.ptr(x), gpu.ptr(w), gpu.ptr(b), gpu.ptr(&y), (n, k, o));
+    // SAFETY: x, w, b and y have the shapes of the dims checked above.
+    unsafe { gpu.run(&plan) };
+    y
 }
 
 /// Gradients `(dx, dw, db)`.
@@ -138,23 +155,18 @@ pub fn backward<T: DeviceFloat>(
 ) -> (GpuTensor<T>, GpuTensor<T>, GpuTensor<T>) {
     let (n, k, o) = crate::ops::dense::dims(x, w);
     assert_eq!(dy.shape(), [n, o], "dense backward: dy shape");
-    let dx = matmul(gpu, (dy, plain(n, o)), (w, transposed(k, o)), None);
-    let dw = matmul(gpu, (x, transposed(n, k)), (dy, plain(n, o)), None);
-    let db = gpu.alloc::<T>(&[o]);
-    let params = ColumnSumParams {
-        x: gpu.ptr(dy),
-        sum: gpu.ptr(&db),
-        rows: n as u64,
-        cols: o as u64,
-    };
-    // SAFETY: dy holds n * o elements, db holds o.
-    unsafe { gpu.launch(&gpu.function::<T>("dense", "column_sum"), launch_1d(o), params) };
+    let (dx, dw, db) = (gpu.alloc::<T>(&[n, k]), gpu.alloc::<T>(&[k, o]), gpu.alloc::<T>(&[o]));
+    let grads = (gpu.ptr(&dx), gpu.ptr(&dw), gpu.ptr(&db));
+    let plan = backward_plan::<T>(gpu.ptr(dy), gpu.ptr(x), gpu.ptr(w), grads, (n, k, o));
+    // SAFETY: dy, x, w and the gradients have the shapes of the dims checked above.
+    unsafe { gpu.run(&plan) };
     (dx, dw, db)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cuda::launch::assert_plan_matches_ptx;
 
     #[test]
     fn parameter_structs_match_the_kernels() {
@@ -202,5 +214,14 @@ mod tests {
     #[should_panic(expected = "inner dimensions")]
     fn mismatched_products_are_refused() {
         matmul_params(plain(4, 3), plain(4, 3), [0; 4]);
+    }
+
+    #[test]
+    fn plans_match_the_kernels() {
+        assert_plan_matches_ptx(&forward_plan::<f32>(1, 2, 3, 4, (128, 184, 10)));
+        let backward = backward_plan::<f64>(1, 2, 3, (4, 5, 6), (128, 184, 10));
+        let kernels: Vec<_> = backward.iter().map(|l| l.kernel.as_str()).collect();
+        assert_eq!(kernels, ["matmul_f64", "matmul_f64", "column_sum_f64"]);
+        assert_plan_matches_ptx(&backward);
     }
 }

@@ -5,34 +5,45 @@
 //! training step never waits on the host. The mean loss and the count are reduced by a single block of
 //! [`REDUCE_THREADS`] threads in a fixed order: batches are small.
 
+use super::launch::Launch;
 use super::{launch_1d, DeviceBuffer, DeviceFloat, Gpu, GpuTensor};
-use cudarc::driver::{DeviceRepr, LaunchConfig};
+use crate::float::Float;
+use cudarc::driver::LaunchConfig;
 
 /// The block size of the single-block reductions (`REDUCE_THREADS` in loss.cu).
 const REDUCE_THREADS: u32 = 256;
 
-/// `LossParams<T>` and `CorrectParams<T>` in loss.cu: logits, labels, the scalar output.
-#[repr(C)]
-struct ReduceParams {
-    logits: u64,
-    labels: u64,
-    out: u64,
-    n: u64,
-    k: u64,
+crate::kernel_params! {
+    /// `LossParams<T>` in loss.cu.
+    pub struct LossParams {
+        logits: u64,
+        labels: u64,
+        out: u64,
+        n: u64,
+        k: u64,
+    }
 }
-/// `LossBackwardParams<T>` in loss.cu.
-#[repr(C)]
-struct LossBackwardParams {
-    logits: u64,
-    labels: u64,
-    dloss: u64,
-    dlogits: u64,
-    n: u64,
-    k: u64,
+crate::kernel_params! {
+    /// `LossBackwardParams<T>` in loss.cu.
+    pub struct LossBackwardParams {
+        logits: u64,
+        labels: u64,
+        dloss: u64,
+        dlogits: u64,
+        n: u64,
+        k: u64,
+    }
 }
-// SAFETY: plain #[repr(C)] structs of u64, laid out as their C++ twins.
-unsafe impl DeviceRepr for ReduceParams {}
-unsafe impl DeviceRepr for LossBackwardParams {}
+crate::kernel_params! {
+    /// `CorrectParams<T>` in loss.cu.
+    pub struct CorrectParams {
+        logits: u64,
+        labels: u64,
+        correct: u64,
+        n: u64,
+        k: u64,
+    }
+}
 
 /// One block: the reductions' partition of rows over threads is fixed.
 fn single_block() -> LaunchConfig {
@@ -41,6 +52,58 @@ fn single_block() -> LaunchConfig {
         block_dim: (REDUCE_THREADS, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// The mean cross-entropy of `n` rows of `k` classes into the scalar `loss`
+/// (one T): `logits` holds `n * k` elements of T, `labels` `n` u32.
+pub fn cross_entropy_plan<T: Float>(logits: u64, labels: u64, loss: u64, n: usize, k: usize) -> Vec<Launch> {
+    let params = LossParams {
+        logits,
+        labels,
+        out: loss,
+        n: n as u64,
+        k: k as u64,
+    };
+    vec![Launch::new::<T, _>("loss", "cross_entropy", single_block(), params)]
+}
+
+/// d loss / d logits into `dlogits` (`n * k` elements of T), for the
+/// `logits` and `labels` of [`cross_entropy_plan`] and the scalar `dloss` (one T).
+pub fn cross_entropy_backward_plan<T: Float>(
+    logits: u64,
+    labels: u64,
+    dloss: u64,
+    dlogits: u64,
+    n: usize,
+    k: usize,
+) -> Vec<Launch> {
+    let params = LossBackwardParams {
+        logits,
+        labels,
+        dloss,
+        dlogits,
+        n: n as u64,
+        k: k as u64,
+    };
+    vec![Launch::new::<T, _>(
+        "loss",
+        "cross_entropy_backward",
+        launch_1d(n),
+        params,
+    )]
+}
+
+/// The count of rows whose largest logit is the label into `count` (one
+/// u32), for the `logits` and `labels` of [`cross_entropy_plan`].
+pub fn correct_plan<T: Float>(logits: u64, labels: u64, count: u64, n: usize, k: usize) -> Vec<Launch> {
+    let params = CorrectParams {
+        logits,
+        labels,
+        correct: count,
+        n: n as u64,
+        k: k as u64,
+    };
+    vec![Launch::new::<T, _>("loss", "correct", single_block(), params)]
 }
 
 /// `(n, k)` of `logits`, checked against the labels.
@@ -52,27 +115,14 @@ fn dims<T: DeviceFloat>(logits: &GpuTensor<T>, labels: &DeviceBuffer<u32>) -> (u
     (n, k)
 }
 
-/// Launches the single-block reduction `name` of loss.cu into the
-/// one-element output at address `out`.
-fn reduce<T: DeviceFloat>(gpu: &Gpu, name: &str, logits: &GpuTensor<T>, labels: &DeviceBuffer<u32>, out: u64) {
-    let (n, k) = dims(logits, labels);
-    let params = ReduceParams {
-        logits: gpu.ptr(logits),
-        labels: gpu.buffer_ptr(labels),
-        out,
-        n: n as u64,
-        k: k as u64,
-    };
-    // SAFETY: logits hold n * k elements, labels n, out one; the kernel
-    // expects exactly one block of REDUCE_THREADS threads.
-    unsafe { gpu.launch(&gpu.function::<T>("loss", name), single_block(), params) };
-}
-
 /// Mean over the batch of `-log softmax(logits)[label]`, as a scalar; a label
 /// out of range makes it NaN.
 pub fn cross_entropy<T: DeviceFloat>(gpu: &Gpu, logits: &GpuTensor<T>, labels: &DeviceBuffer<u32>) -> GpuTensor<T> {
+    let (n, k) = dims(logits, labels);
     let loss = gpu.alloc::<T>(&[]);
-    reduce(gpu, "cross_entropy", logits, labels, gpu.ptr(&loss));
+    let plan = cross_entropy_plan::<T>(gpu.ptr(logits), gpu.buffer_ptr(labels), gpu.ptr(&loss), n, k);
+    // SAFETY: logits hold n * k elements, labels n, loss one.
+    unsafe { gpu.run(&plan) };
     loss
 }
 
@@ -91,30 +141,27 @@ pub fn cross_entropy_backward<T: DeviceFloat>(
         dloss.shape()
     );
     let dlogits = gpu.alloc::<T>(logits.shape());
-    let params = LossBackwardParams {
-        logits: gpu.ptr(logits),
-        labels: gpu.buffer_ptr(labels),
-        dloss: gpu.ptr(dloss),
-        dlogits: gpu.ptr(&dlogits),
-        n: n as u64,
-        k: k as u64,
-    };
+    let plan = cross_entropy_backward_plan::<T>(
+        gpu.ptr(logits),
+        gpu.buffer_ptr(labels),
+        gpu.ptr(dloss),
+        gpu.ptr(&dlogits),
+        n,
+        k,
+    );
     // SAFETY: logits and dlogits hold n * k elements, labels n, dloss one.
-    unsafe {
-        gpu.launch(
-            &gpu.function::<T>("loss", "cross_entropy_backward"),
-            launch_1d(n),
-            params,
-        )
-    };
+    unsafe { gpu.run(&plan) };
     dlogits
 }
 
 /// How many rows' largest logit (the first one on ties) is the label, in a
 /// one-element buffer.
 pub fn correct<T: DeviceFloat>(gpu: &Gpu, logits: &GpuTensor<T>, labels: &DeviceBuffer<u32>) -> DeviceBuffer<u32> {
+    let (n, k) = dims(logits, labels);
     let count = gpu.upload_buffer(&[0u32]);
-    reduce(gpu, "correct", logits, labels, gpu.buffer_ptr(&count));
+    let plan = correct_plan::<T>(gpu.ptr(logits), gpu.buffer_ptr(labels), gpu.buffer_ptr(&count), n, k);
+    // SAFETY: logits hold n * k elements, labels n, count one.
+    unsafe { gpu.run(&plan) };
     count
 }
 
@@ -127,11 +174,25 @@ mod tests {
         for suffix in ["f32", "f64"] {
             let bytes = |name: &str| crate::cuda::ptx_param_bytes("loss", &format!("{name}_{suffix}"));
             if let Some(loss) = bytes("cross_entropy") {
-                assert_eq!(loss, std::mem::size_of::<ReduceParams>());
-                assert_eq!(bytes("correct"), Some(std::mem::size_of::<ReduceParams>()));
+                assert_eq!(loss, std::mem::size_of::<LossParams>());
+                assert_eq!(bytes("correct"), Some(std::mem::size_of::<CorrectParams>()));
                 let backward = bytes("cross_entropy_backward");
                 assert_eq!(backward, Some(std::mem::size_of::<LossBackwardParams>()));
             }
         }
+    }
+
+    #[test]
+    fn plans_match_the_kernels() {
+        let mut plan = cross_entropy_plan::<f32>(1, 2, 3, 128, 10);
+        plan.extend(cross_entropy_backward_plan::<f32>(1, 2, 3, 4, 128, 10));
+        plan.extend(correct_plan::<f64>(1, 2, 3, 128, 10));
+        let kernels: Vec<_> = plan.iter().map(|l| l.kernel.as_str()).collect();
+        assert_eq!(
+            kernels,
+            ["cross_entropy_f32", "cross_entropy_backward_f32", "correct_f64"]
+        );
+        assert_eq!(plan[2].cfg.block_dim, (REDUCE_THREADS, 1, 1));
+        crate::cuda::launch::assert_plan_matches_ptx(&plan);
     }
 }

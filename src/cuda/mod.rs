@@ -4,16 +4,18 @@
 //!
 //! Every kernel takes one `#[repr(C)]` parameter struct by value, holding raw
 //! device pointers and sizes; its C++ twin sits at the top of the kernel's
-//! `.cu` file. One stream does all the work, so cudarc's per-slice event
-//! tracking is switched off (nothing runs concurrently that it could order),
-//! which also keeps launches capturable into a CUDA graph.
+//! `.cu` file. Every launch is first planned without a GPU ([`launch`]),
+//! then run by [`Gpu::run`]. One stream does all the work, so cudarc's
+//! per-slice event tracking is switched off (nothing runs concurrently that
+//! it could order), which also keeps launches capturable into a CUDA graph.
 //!
 //! One launcher module per kernel family (`kernels/<family>.cu`), each
-//! mirroring the CPU op of `crate::ops` it replaces; the ops dispatch GPU
-//! tensors here. Status: every family is written and checked by ptxas (sm_80,
-//! sm_90) and by CPU emulation of the kernels, but has not yet run on a GPU:
-//! the `gpu_*` parity tests are the first thing a GPU session runs
-//! (`scripts/gpu/`).
+//! mirroring the CPU op of `crate::ops` it replaces (the ops dispatch GPU
+//! tensors here), with a `*_plan` fn per op that builds its launches from
+//! raw device addresses. Status: every family is written and checked by
+//! ptxas (sm_80, sm_90) and by CPU emulation of the kernels, but has not yet
+//! run on a GPU: the `gpu_*` parity tests are the first thing a GPU session
+//! runs (`scripts/gpu/`).
 
 pub mod augment;
 pub mod batchnorm;
@@ -21,6 +23,7 @@ pub mod concat;
 pub mod conv;
 pub mod dense;
 pub mod elementwise;
+pub mod launch;
 pub mod loss;
 pub mod optim;
 pub mod pool;
@@ -28,9 +31,7 @@ pub mod reduce;
 
 use crate::float::Float;
 use crate::tensor::Tensor;
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaContext, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -146,27 +147,36 @@ impl Gpu {
         })
     }
 
-    /// Kernel `name` (without its type suffix) of `kernels/<module>.cu`, for T.
-    pub fn function<T: Float>(&self, module: &str, name: &str) -> CudaFunction {
-        let full = format!("{name}_{}", T::NAME);
-        self.modules
-            .get(module)
-            .unwrap_or_else(|| panic!("no kernel module {module:?} was embedded"))
-            .load_function(&full)
-            .unwrap_or_else(|e| panic!("kernels/{module}.cu has no kernel {full}: {e}"))
-    }
-
-    /// Launches `f` with its parameter struct.
+    /// Runs planned launches in order on the GPU's stream.
     ///
     /// # Safety
-    /// `params` must match the kernel's C++ struct, and its pointers must
-    /// address live allocations large enough for the launch.
-    pub unsafe fn launch<P: DeviceRepr>(&self, f: &CudaFunction, cfg: LaunchConfig, params: P) {
-        self.stream
-            .launch_builder(f)
-            .arg(&params)
-            .launch(cfg)
-            .expect("kernel launch failed");
+    /// Every address in the plans' parameter structs must point into live
+    /// device memory as large as the plan that built them assumed.
+    pub unsafe fn run(&self, plan: &[launch::Launch]) {
+        for l in plan {
+            let f = self
+                .modules
+                .get(l.module)
+                .unwrap_or_else(|| panic!("no kernel module {:?} was embedded", l.module))
+                .load_function(&l.kernel)
+                .unwrap_or_else(|e| panic!("kernels/{}.cu has no kernel {}: {e}", l.module, l.kernel));
+            // The kernel's one argument: a pointer to its parameter struct,
+            // which the driver copies at launch.
+            let mut args = [l.params_ptr() as *mut std::ffi::c_void];
+            // SAFETY: the caller vouches for the addresses; the struct is
+            // laid out as the kernel's (checked by the emu_ tests).
+            unsafe {
+                cudarc::driver::result::launch_kernel(
+                    f.cu_function(),
+                    l.cfg.grid_dim,
+                    l.cfg.block_dim,
+                    l.cfg.shared_mem_bytes,
+                    self.stream.cu_stream(),
+                    &mut args,
+                )
+            }
+            .unwrap_or_else(|e| panic!("launching {l:?} failed: {e}"));
+        }
     }
 
     /// A GPU copy of a host tensor.

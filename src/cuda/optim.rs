@@ -12,11 +12,12 @@
 //! The state converts to and from a CPU [`Optimizer`] ([`GpuOptimizer::download`],
 //! [`GpuOptimizer::upload`]), whose named tensors travel in checkpoints.
 
+use super::launch::Launch;
 use super::{DeviceBuffer, DeviceFloat, Gpu, GpuTensor};
 use crate::float::Float;
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind, StateError, ADAM_B1, ADAM_B2, ADAM_EPS, CLIP};
 use crate::tensor::Tensor;
-use cudarc::driver::{DeviceRepr, LaunchConfig};
+use cudarc::driver::LaunchConfig;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -33,30 +34,28 @@ const UPDATE_THREADS: u32 = 256;
 /// Enough blocks to fill an H100 or H200 several times over.
 const MAX_UPDATE_BLOCKS: usize = 1024;
 
-/// `OptimizerParams<T>` in optim.cu.
-#[repr(C)]
-#[derive(Debug, PartialEq)]
-struct OptimizerParams {
-    params: u64,
-    grads: u64,
-    mu: u64,
-    nu: u64,
-    state: u64,
-    len: u64,
-    kind: u32,
-    num_boundaries: u32,
-    boundaries: [u64; MAX_BOUNDARIES],
-    base_lr: f64,
-    factor: f64,
-    clip: f64,
-    momentum: f64,
-    weight_decay: f64,
-    b1: f64,
-    b2: f64,
-    eps: f64,
+crate::kernel_params! {
+    /// `OptimizerParams<T>` in optim.cu.
+    pub struct OptimizerParams {
+        params: u64,
+        grads: u64,
+        mu: u64,
+        nu: u64,
+        state: u64,
+        len: u64,
+        kind: u32,
+        num_boundaries: u32,
+        boundaries: [u64; MAX_BOUNDARIES],
+        base_lr: f64,
+        factor: f64,
+        clip: f64,
+        momentum: f64,
+        weight_decay: f64,
+        b1: f64,
+        b2: f64,
+        eps: f64,
+    }
 }
-// SAFETY: a #[repr(C)] struct of 64-bit fields and a pair of u32, laid out as its C++ twin.
-unsafe impl DeviceRepr for OptimizerParams {}
 
 /// The launch constants of `config` (pointers and length left 0).
 fn hyper_params(config: &OptimizerConfig) -> OptimizerParams {
@@ -76,12 +75,6 @@ fn hyper_params(config: &OptimizerConfig) -> OptimizerParams {
         OptimizerKind::AdamW { weight_decay } => (KIND_ADAMW, 0.0, weight_decay),
     };
     OptimizerParams {
-        params: 0,
-        grads: 0,
-        mu: 0,
-        nu: 0,
-        state: 0,
-        len: 0,
         kind,
         num_boundaries: schedule.boundaries.len() as u32,
         boundaries,
@@ -93,6 +86,7 @@ fn hyper_params(config: &OptimizerConfig) -> OptimizerParams {
         b1: ADAM_B1,
         b2: ADAM_B2,
         eps: ADAM_EPS,
+        ..Default::default()
     }
 }
 
@@ -104,6 +98,40 @@ fn update_launch(len: usize) -> LaunchConfig {
         block_dim: (UPDATE_THREADS, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// One update of `config`'s optimiser, then the advance of its update
+/// count: `params` (updated in place), `grads` and `mu` hold `len` elements
+/// of T, `nu` too for Adam and AdamW (SGD reads no `nu`: pass 0), and `step`
+/// is the update count (`StepState` of optim.cu: one u64).
+pub fn step_plan<T: Float>(
+    config: &OptimizerConfig,
+    params: u64,
+    grads: u64,
+    mu: u64,
+    nu: u64,
+    step: u64,
+    len: usize,
+) -> Vec<Launch> {
+    let update = OptimizerParams {
+        params,
+        grads,
+        mu,
+        nu,
+        state: step,
+        len: len as u64,
+        ..hyper_params(config)
+    };
+    let one_thread = LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (1, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    vec![
+        Launch::new::<T, _>("optim", "optimizer_update", update_launch(len), update),
+        // advance_step takes the bare StepState pointer.
+        Launch::new::<T, _>("optim", "advance_step", one_thread, step),
+    ]
 }
 
 /// Where each named tensor lives in a flat buffer: consecutive ranges in
@@ -297,35 +325,19 @@ impl<T: DeviceFloat> GpuOptimizer<T> {
             "step: parameters are not of the optimizer's layout"
         );
         assert_eq!(grads.numel(), len, "step: gradients are not of the optimizer's layout");
-        let update = OptimizerParams {
-            params: gpu.ptr(params),
-            grads: gpu.ptr(grads),
-            mu: gpu.buffer_ptr(&self.mu),
-            nu: self.nu.as_ref().map_or(0, |nu| gpu.buffer_ptr(nu)),
-            state: gpu.buffer_ptr(&self.step),
-            len: len as u64,
-            ..hyper_params(&self.config)
-        };
-        let advance = LaunchConfig {
-            grid_dim: (1, 1, 1),
-            block_dim: (1, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let plan = step_plan::<T>(
+            &self.config,
+            gpu.ptr(params),
+            gpu.ptr(grads),
+            gpu.buffer_ptr(&self.mu),
+            self.nu.as_ref().map_or(0, |nu| gpu.buffer_ptr(nu)),
+            gpu.buffer_ptr(&self.step),
+            len,
+        );
         // SAFETY: params, grads, mu (and nu for Adam, the only kinds that
         // read it) hold len elements each; step is one StepState. The
         // stream orders the advance after the update.
-        unsafe {
-            gpu.launch(
-                &gpu.function::<T>("optim", "optimizer_update"),
-                update_launch(len),
-                update,
-            );
-            gpu.launch(
-                &gpu.function::<T>("optim", "advance_step"),
-                advance,
-                gpu.buffer_ptr(&self.step),
-            );
-        }
+        unsafe { gpu.run(&plan) };
     }
 }
 
@@ -427,6 +439,19 @@ mod tests {
             kind: OptimizerKind::Adam,
             schedule,
         });
+    }
+
+    #[test]
+    fn a_step_updates_then_advances() {
+        let config = OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            schedule: LrSchedule::tutorial(0.1, 1000),
+        };
+        let plan = step_plan::<f32>(&config, 1, 2, 3, 4, 5, 1000);
+        let kernels: Vec<_> = plan.iter().map(|l| l.kernel.as_str()).collect();
+        assert_eq!(kernels, ["optimizer_update_f32", "advance_step_f32"]);
+        assert_eq!(plan[1].params_size(), 8);
+        crate::cuda::launch::assert_plan_matches_ptx(&plan);
     }
 
     #[test]

@@ -7,10 +7,10 @@
 //! `max_backward`, and use no atomics. The argmax lives in a [`GpuArgmax`]:
 //! u32 indices, which a float `GpuTensor` cannot hold.
 
-use super::DeviceBuffer;
-use super::{launch_1d, DeviceFloat, Gpu, GpuTensor};
+use super::launch::Launch;
+use super::{launch_1d, DeviceBuffer, DeviceFloat, Gpu, GpuTensor};
+use crate::float::Float;
 use crate::ops::{nhwc, Window};
-use cudarc::driver::DeviceRepr;
 
 /// Max-pool's argmax on the GPU: per output element, the index within its
 /// image (`(iy * w + ix) * c + ch`) of the input element that won.
@@ -31,46 +31,45 @@ impl GpuArgmax {
     }
 }
 
-/// `PoolGeometry` in pool.cu.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct PoolGeometry {
-    n: u32,
-    h: u32,
-    w: u32,
-    c: u32,
-    oh: u32,
-    ow: u32,
-    size_h: u32,
-    size_w: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_h: u32,
-    pad_w: u32,
+crate::kernel_params! {
+    /// `PoolGeometry` in pool.cu: a window over an NHWC input, with the
+    /// padding before the first row and column.
+    pub struct PoolGeometry {
+        n: u32,
+        h: u32,
+        w: u32,
+        c: u32,
+        oh: u32,
+        ow: u32,
+        size_h: u32,
+        size_w: u32,
+        stride_h: u32,
+        stride_w: u32,
+        pad_h: u32,
+        pad_w: u32,
+    }
 }
-
-/// `PoolParams<T>`.
-#[repr(C)]
-struct PoolParams {
-    src: u64,
-    dst: u64,
-    g: PoolGeometry,
+crate::kernel_params! {
+    /// `PoolParams<T>`.
+    pub struct PoolParams {
+        src: u64,
+        dst: u64,
+        g: PoolGeometry,
+    }
 }
-/// `MaxPoolParams<T>`.
-#[repr(C)]
-struct MaxPoolParams {
-    src: u64,
-    dst: u64,
-    argmax: u64,
-    g: PoolGeometry,
+crate::kernel_params! {
+    /// `MaxPoolParams<T>`.
+    pub struct MaxPoolParams {
+        src: u64,
+        dst: u64,
+        argmax: u64,
+        g: PoolGeometry,
+    }
 }
-// SAFETY: plain #[repr(C)] structs of u64/u32, laid out as their C++ twins.
-unsafe impl DeviceRepr for PoolParams {}
-unsafe impl DeviceRepr for MaxPoolParams {}
 
 impl PoolGeometry {
     /// The geometry of `win` over an NHWC input of `x_shape`.
-    fn new(x_shape: &[usize], win: &Window) -> Self {
+    pub fn new(x_shape: &[usize], win: &Window) -> Self {
         let [n, h, w, c] = nhwc(x_shape);
         let [oh, ow] = win.out_hw([h, w]);
         for d in 0..2 {
@@ -103,13 +102,84 @@ impl PoolGeometry {
         }
     }
 
-    fn in_shape(&self) -> [usize; 4] {
+    /// `[n, h, w, c]`: the shape of x and dx.
+    pub fn in_shape(&self) -> [usize; 4] {
         [self.n, self.h, self.w, self.c].map(|v| v as usize)
     }
 
-    fn out_shape(&self) -> [usize; 4] {
+    /// `[n, oh, ow, c]`: the shape of y, dy and the argmax.
+    pub fn out_shape(&self) -> [usize; 4] {
         [self.n, self.oh, self.ow, self.c].map(|v| v as usize)
     }
+
+    fn in_len(&self) -> usize {
+        self.in_shape().iter().product()
+    }
+
+    fn out_len(&self) -> usize {
+        self.out_shape().iter().product()
+    }
+}
+
+/// Max-pool: `x` holds the input's elements of T ([`PoolGeometry::in_shape`]),
+/// `y` the output's ([`PoolGeometry::out_shape`]) and `argmax` as many u32.
+pub fn max_forward_plan<T: Float>(x: u64, y: u64, argmax: u64, g: &PoolGeometry) -> Vec<Launch> {
+    let params = MaxPoolParams {
+        src: x,
+        dst: y,
+        argmax,
+        g: *g,
+    };
+    vec![Launch::new::<T, _>(
+        "pool",
+        "max_forward",
+        launch_1d(g.out_len()),
+        params,
+    )]
+}
+
+/// Max-pool's backward: `dy` holds the output's elements of T and `argmax`
+/// as many u32 (from [`max_forward_plan`] over the same geometry), `dx` the
+/// input's elements of T.
+pub fn max_backward_plan<T: Float>(dy: u64, argmax: u64, dx: u64, g: &PoolGeometry) -> Vec<Launch> {
+    let params = MaxPoolParams {
+        src: dy,
+        dst: dx,
+        argmax,
+        g: *g,
+    };
+    vec![Launch::new::<T, _>(
+        "pool",
+        "max_backward",
+        launch_1d(g.in_len()),
+        params,
+    )]
+}
+
+/// Avg-pool: `x` holds the input's elements of T, `y` the output's.
+pub fn avg_forward_plan<T: Float>(x: u64, y: u64, g: &PoolGeometry) -> Vec<Launch> {
+    let params = PoolParams { src: x, dst: y, g: *g };
+    vec![Launch::new::<T, _>(
+        "pool",
+        "avg_forward",
+        launch_1d(g.out_len()),
+        params,
+    )]
+}
+
+/// Avg-pool's backward: `dy` holds the output's elements of T, `dx` the input's.
+pub fn avg_backward_plan<T: Float>(dy: u64, dx: u64, g: &PoolGeometry) -> Vec<Launch> {
+    let params = PoolParams {
+        src: dy,
+        dst: dx,
+        g: *g,
+    };
+    vec![Launch::new::<T, _>(
+        "pool",
+        "avg_backward",
+        launch_1d(g.in_len()),
+        params,
+    )]
 }
 
 /// Max-pool. Also returns, per output element, the index within its image
@@ -122,14 +192,9 @@ pub fn max_forward<T: DeviceFloat>(gpu: &Gpu, x: &GpuTensor<T>, win: &Window) ->
         shape: shape.to_vec(),
         data: gpu.alloc_buffer::<u32>(y.numel()),
     };
-    let params = MaxPoolParams {
-        src: gpu.ptr(x),
-        dst: gpu.ptr(&y),
-        argmax: gpu.buffer_ptr(&argmax.data),
-        g,
-    };
+    let plan = max_forward_plan::<T>(gpu.ptr(x), gpu.ptr(&y), gpu.buffer_ptr(&argmax.data), &g);
     // SAFETY: x holds the input shape's elements; y and argmax the output's.
-    unsafe { gpu.launch(&gpu.function::<T>("pool", "max_forward"), launch_1d(y.numel()), params) };
+    unsafe { gpu.run(&plan) };
     (y, argmax)
 }
 
@@ -146,51 +211,29 @@ pub fn max_backward<T: DeviceFloat>(
     assert_eq!(dy.shape(), g.out_shape(), "max-pool backward: dy shape");
     assert_eq!(argmax.shape(), g.out_shape(), "max-pool backward: argmax shape");
     let dx = gpu.alloc::<T>(&g.in_shape());
-    let params = MaxPoolParams {
-        src: gpu.ptr(dy),
-        dst: gpu.ptr(&dx),
-        argmax: gpu.buffer_ptr(&argmax.data),
-        g,
-    };
+    let plan = max_backward_plan::<T>(gpu.ptr(dy), gpu.buffer_ptr(&argmax.data), gpu.ptr(&dx), &g);
     // SAFETY: dy and argmax hold the output shape's elements, dx the input's.
-    unsafe {
-        gpu.launch(
-            &gpu.function::<T>("pool", "max_backward"),
-            launch_1d(dx.numel()),
-            params,
-        )
-    };
+    unsafe { gpu.run(&plan) };
     dx
-}
-
-/// Runs avg-pool kernel `name` from `src` into a fresh tensor of `dst_shape`.
-fn avg_launch<T: DeviceFloat>(
-    gpu: &Gpu,
-    name: &str,
-    src: &GpuTensor<T>,
-    dst_shape: [usize; 4],
-    g: PoolGeometry,
-) -> GpuTensor<T> {
-    let dst = gpu.alloc::<T>(&dst_shape);
-    let params = PoolParams {
-        src: gpu.ptr(src),
-        dst: gpu.ptr(&dst),
-        g,
-    };
-    // SAFETY: the callers check src's shape against g; dst has the other side's.
-    unsafe { gpu.launch(&gpu.function::<T>("pool", name), launch_1d(dst.numel()), params) };
-    dst
 }
 
 pub fn avg_forward<T: DeviceFloat>(gpu: &Gpu, x: &GpuTensor<T>, win: &Window) -> GpuTensor<T> {
     let g = PoolGeometry::new(x.shape(), win);
-    avg_launch(gpu, "avg_forward", x, g.out_shape(), g)
+    let y = gpu.alloc::<T>(&g.out_shape());
+    let plan = avg_forward_plan::<T>(gpu.ptr(x), gpu.ptr(&y), &g);
+    // SAFETY: x holds the input shape's elements, y the output's.
+    unsafe { gpu.run(&plan) };
+    y
 }
 
 pub fn avg_backward<T: DeviceFloat>(gpu: &Gpu, dy: &GpuTensor<T>, x_shape: &[usize], win: &Window) -> GpuTensor<T> {
     let g = PoolGeometry::new(x_shape, win);
     assert_eq!(dy.shape(), g.out_shape(), "avg-pool backward: dy shape");
-    avg_launch(gpu, "avg_backward", dy, g.in_shape(), g)
+    let dx = gpu.alloc::<T>(&g.in_shape());
+    let plan = avg_backward_plan::<T>(gpu.ptr(dy), gpu.ptr(&dx), &g);
+    // SAFETY: dy holds the output shape's elements (checked above), dx the input's.
+    unsafe { gpu.run(&plan) };
+    dx
 }
 
 #[cfg(test)]
@@ -232,5 +275,17 @@ mod tests {
             pad_hi: [0, 0],
         };
         PoolGeometry::new(&[1, 4, 4, 1], &win);
+    }
+
+    #[test]
+    fn plans_match_the_kernels() {
+        let g = PoolGeometry::new(&[128, 32, 32, 96], &Window::valid([3, 3], [2, 2]));
+        let forward = max_forward_plan::<f32>(1, 2, 3, &g);
+        assert_eq!(forward[0].kernel, "max_forward_f32");
+        let mut plan = forward;
+        plan.extend(max_backward_plan::<f32>(1, 2, 3, &g));
+        plan.extend(avg_forward_plan::<f64>(1, 2, &g));
+        plan.extend(avg_backward_plan::<f64>(1, 2, &g));
+        crate::cuda::launch::assert_plan_matches_ptx(&plan);
     }
 }
