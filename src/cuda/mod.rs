@@ -28,6 +28,7 @@ pub mod loss;
 pub mod optim;
 pub mod pool;
 pub mod reduce;
+pub mod tensor_core_check;
 
 use crate::float::Float;
 use crate::tensor::Tensor;
