@@ -25,7 +25,8 @@ pub fn relu<T: Float>(x: &Tensor<T>) -> Tensor<T> {
     Tensor::new(x.shape(), y)
 }
 
-/// `dx = dy` where the output was positive, else 0 (JAX's convention at 0).
+/// `dx = dy` where the output was positive, else 0 (JAX's convention at 0,
+/// and at NaN: `select(y > 0, dy, 0)`, as the CUDA kernel does).
 pub fn relu_backward<T: Float>(dy: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
     if dy.is_gpu() {
         return gpu_ops::relu_backward(cuda::gpu(), dy, y);
@@ -35,7 +36,8 @@ pub fn relu_backward<T: Float>(dy: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
         .zip(y.data().par_chunks(GRAIN))
         .for_each(|(d, yc)| {
             for (g, &v) in d.iter_mut().zip(yc) {
-                if v <= T::zero() {
+                // Not `v <= 0`: a NaN output passes no gradient either.
+                if v.partial_cmp(&T::zero()) != Some(std::cmp::Ordering::Greater) {
                     *g = T::zero();
                 }
             }
