@@ -15,6 +15,7 @@
 //! f64 instantiations alike) must have been launched by some case.
 
 mod common;
+mod memory;
 
 mod augment;
 mod batchnorm;
