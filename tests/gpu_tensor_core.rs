@@ -31,7 +31,8 @@ fn both(gpu: &Gpu, a: &Tensor<f32>, b: &Tensor<f32>, c: &Tensor<f32>) -> (Tensor
     let mut emu = Emu::default();
     let (ea, eb, ec) = (emu.upload(a, "a"), emu.upload(b, "b"), emu.upload(c, "c"));
     let ed = emu.alloc::<f32>(M * N, "d");
-    emu.run(&gemm_plan(ea, eb, ec, ed, M, N, K), 1).expect("the emulated GEMM runs");
+    emu.run(&gemm_plan(ea, eb, ec, ed, M, N, K), 1)
+        .expect("the emulated GEMM runs");
     (on_gpu, emu.download(ed, &[M, N]))
 }
 
