@@ -69,6 +69,8 @@ pub enum Problem {
         found: usize,
     },
     MissingTensor(String),
+    /// Content that starts like neither format (a text file, an image, ...).
+    UnknownFormat,
 }
 
 impl CheckpointError {
@@ -103,20 +105,17 @@ impl fmt::Display for CheckpointError {
                 "tensor `{tensor}` holds {found} bytes but its shape and dtype need {expected}"
             ),
             Problem::MissingTensor(name) => write!(f, "no tensor `{name}`"),
+            Problem::UnknownFormat => write!(
+                f,
+                "neither a safetensors checkpoint nor a Flax checkpoint (.ckpt): its first bytes match neither format"
+            ),
         }
     }
 }
 
-impl Error for CheckpointError {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match &self.problem {
-            Problem::Io(e) => Some(e),
-            Problem::NotMsgpack(e) => Some(e),
-            Problem::NotSafetensors(e) | Problem::Encode(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+// No `source()`: the message already ends with the underlying error, and
+// `anyhow`'s `{:#}` would print it a second time.
+impl Error for CheckpointError {}
 
 /// The float encodings both formats may hold, decoded little-endian.
 #[derive(Clone, Copy)]
@@ -161,7 +160,15 @@ const FLAX_NDARRAY_EXT: i8 = 1;
 /// Reads a Flax msgpack checkpoint into flat `a/b/c` names. float64 arrays are
 /// rounded to f32.
 pub fn read_flax_msgpack(path: &Path) -> Result<NamedTensors, CheckpointError> {
-    flax_tensors(&read_bytes(path)?).map_err(|p| CheckpointError::new(path, p))
+    let bytes = read_bytes(path)?;
+    let problem = match Format::of(&bytes) {
+        Some(Format::Flax) => return flax_tensors(&bytes).map_err(|p| CheckpointError::new(path, p)),
+        Some(Format::Safetensors) => Problem::Malformed(
+            "it is a safetensors checkpoint (this project's format), which eval and predict read as it is".into(),
+        ),
+        None => Problem::UnknownFormat,
+    };
+    Err(CheckpointError::new(path, problem))
 }
 
 fn flax_tensors(bytes: &[u8]) -> Result<NamedTensors, Problem> {
@@ -437,14 +444,47 @@ pub fn load(path: &Path) -> Result<(NamedTensors, CheckpointMetadata), Checkpoin
 /// content. A Flax file has no metadata.
 pub fn load_any(path: &Path) -> Result<(NamedTensors, CheckpointMetadata), CheckpointError> {
     let bytes = read_bytes(path)?;
-    // A safetensors header is JSON right after its 8-byte length, so byte 8 is
-    // `{`; a Flax state dict opens with a map marker and a string key, so its
-    // byte 8 is a letter of a module name or a value marker.
-    if bytes.get(SAFETENSORS_LEN_BYTES) == Some(&b'{') {
-        let file = SafetensorsFile::from_bytes(path, bytes)?;
-        Ok((file.tensors("")?, file.metadata()))
-    } else {
-        let tensors = flax_tensors(&bytes).map_err(|p| CheckpointError::new(path, p))?;
-        Ok((tensors, BTreeMap::new()))
+    match Format::of(&bytes) {
+        Some(Format::Safetensors) => {
+            let file = SafetensorsFile::from_bytes(path, bytes)?;
+            Ok((file.tensors("")?, file.metadata()))
+        }
+        Some(Format::Flax) => {
+            let tensors = flax_tensors(&bytes).map_err(|p| CheckpointError::new(path, p))?;
+            Ok((tensors, BTreeMap::new()))
+        }
+        None => Err(CheckpointError::new(path, Problem::UnknownFormat)),
+    }
+}
+
+/// The two checkpoint formats, as their first bytes tell them apart.
+enum Format {
+    Safetensors,
+    Flax,
+}
+
+impl Format {
+    /// A safetensors header is JSON right after its 8-byte length, so byte 8
+    /// is `{`. A Flax state dict is a non-empty msgpack map with string keys:
+    /// a map marker (fixmap 0x81-0x8f, map16 0xde, map32 0xdf) and then, after
+    /// the map's length, a string marker (fixstr 0xa0-0xbf, str8/16/32
+    /// 0xd9-0xdb); a file cut short before that key still counts as Flax (and
+    /// fails as truncated msgpack). A Flax file's byte 8 falls inside the first
+    /// key or is a value marker, never `{`. The second test keeps out files
+    /// whose first byte happens to be a map marker, such as PNG's 0x89.
+    fn of(bytes: &[u8]) -> Option<Format> {
+        if bytes.get(SAFETENSORS_LEN_BYTES) == Some(&b'{') {
+            return Some(Format::Safetensors);
+        }
+        let key_at = match bytes.first()? {
+            0x81..=0x8f => 1,
+            0xde => 3,
+            0xdf => 5,
+            _ => return None,
+        };
+        match bytes.get(key_at) {
+            None | Some(0xa0..=0xbf | 0xd9..=0xdb) => Some(Format::Flax),
+            Some(_) => None,
+        }
     }
 }

@@ -10,7 +10,9 @@ use anyhow::{anyhow, Result};
 pub enum Device {
     /// The GPU when one can be used, else the CPU (with a one-line note).
     Auto,
+    /// The CPU backend (f32, one thread per core).
     Cpu,
+    /// The GPU (CUDA kernels, f32); an error when none can be used.
     Cuda,
 }
 

@@ -11,6 +11,9 @@
 //! - [`fixtures`]: where tests find the shared reference fixtures.
 //! - [`data`]: CIFAR-10 files, the tutorial's split, augmentation and batches.
 //! - [`cuda`]: GPU discovery and the PTX modules `build.rs` embedded.
+//! - [`interrupt`]: Ctrl-C during training, reported in one line.
+//! - [`runs`]: a run's records read back (`table`); [`pictures`]: the
+//!   augmentation grid and the training curves as PNG.
 
 pub mod autograd;
 pub mod checkpoint;
@@ -20,9 +23,12 @@ pub mod device;
 pub mod evaluate;
 pub mod fixtures;
 pub mod float;
+pub mod interrupt;
 pub mod models;
 pub mod ops;
 pub mod optim;
+pub mod pictures;
+pub mod runs;
 pub mod tensor;
 pub mod tensorboard;
 pub mod train;

@@ -8,8 +8,11 @@ use cifar_kern::data::{self, normalize_into, Split, CLASS_NAMES, IMAGE_BYTES, IM
 use cifar_kern::device::{Device, Placement};
 use cifar_kern::evaluate::{self, accuracy};
 use cifar_kern::models::{ModelKind, ModelState};
+use cifar_kern::pictures::augment_grid::augment_grid;
+use cifar_kern::pictures::{curves, save_png};
+use cifar_kern::runs::{self, RunRecord, TableFormat};
 use cifar_kern::tensor::Tensor;
-use cifar_kern::train::{self, load_data, RunDir, TrainConfig};
+use cifar_kern::train::{self, load_data, TrainConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -34,14 +37,18 @@ enum Command {
     Train(TrainConfig),
     /// Accuracy of a checkpoint on the validation split and/or the test set.
     Eval {
+        /// googlenet, resnet, preactresnet or densenet (any case).
         model: ModelKind,
         /// Our safetensors checkpoint or a tutorial Flax .ckpt.
         #[arg(long)]
         checkpoint: PathBuf,
+        /// Where CIFAR-10 is (`cifar-kern download` puts it there).
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// The tutorial's 5,000 validation images, the 10,000 test images, or both.
         #[arg(long, value_enum, default_value_t = SplitChoice::Both)]
         split: SplitChoice,
+        /// Where to compute.
         #[arg(long, value_enum, default_value_t = Device::Auto)]
         device: Device,
         /// Print one JSON object on stdout.
@@ -50,31 +57,78 @@ enum Command {
     },
     /// Class probabilities for PNG or JPEG images (resized to 32x32 if needed).
     Predict {
+        /// googlenet, resnet, preactresnet or densenet (any case).
         model: ModelKind,
+        /// Our safetensors checkpoint or a tutorial Flax .ckpt.
         #[arg(long)]
         checkpoint: PathBuf,
         /// Print one JSON array on stdout.
         #[arg(long)]
         json: bool,
+        /// PNG or JPEG files.
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
     /// Convert a tutorial Flax checkpoint to our safetensors format.
     ImportFlax {
+        /// googlenet, resnet, preactresnet or densenet (any case).
         model: ModelKind,
+        /// The tutorial's Flax checkpoint (e.g. ResNet.ckpt).
         checkpoint: PathBuf,
+        /// The safetensors file to write.
         #[arg(long)]
         out: PathBuf,
     },
     /// Download and unpack CIFAR-10 (MD5-checked).
     Download {
+        /// The folder to put it in.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
     },
-    /// The tutorial's results table for every finished run in the out-dir.
+    /// The tutorial's results table for every finished run in the out-dir,
+    /// with each run's training time and speed.
     Table {
+        /// The folder `train --out-dir` wrote the runs to.
         #[arg(long, default_value = "checkpoints")]
         out_dir: PathBuf,
+        /// markdown (the tutorial's table), csv, or json (each run's
+        /// results.json with train_seconds and images_per_second added).
+        #[arg(long, value_enum, default_value_t = TableFormat::Markdown)]
+        format: TableFormat,
+    },
+    /// Draw the training curves as PNG: <out-dir>/<Model>/curves.png for every
+    /// run, and <out-dir>/val_accuracy.png comparing the finished ones.
+    Plot {
+        /// The folder `train --out-dir` wrote the runs to.
+        #[arg(long, default_value = "checkpoints")]
+        out_dir: PathBuf,
+    },
+    /// The tutorial's picture of the augmentation: the first COUNT images of the
+    /// training split, augmented as training draws them (top row) above the
+    /// originals (bottom row). The PNG is COUNT x (32 x SCALE + 2) + 2 pixels
+    /// wide and 2 x (32 x SCALE + 2) + 2 high.
+    AugmentPreview {
+        /// Where CIFAR-10 is (`cifar-kern download` puts it there).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// The PNG file to write.
+        #[arg(long, default_value = "augment-preview.png")]
+        out: PathBuf,
+        /// Images to show (one column each).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+        count: u32,
+        /// The training epoch whose augmentation to draw (0-based, as the loader counts).
+        #[arg(long, default_value_t = 0)]
+        epoch: usize,
+        /// The training seed whose augmentation to draw.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Enlargement of each image (nearest neighbour).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
+        scale: u32,
+        /// Fail instead of downloading CIFAR-10 when it is missing.
+        #[arg(long)]
+        no_download: bool,
     },
     /// Show the backends this binary can use.
     Info,
@@ -88,6 +142,7 @@ enum SplitChoice {
 }
 
 fn main() -> ExitCode {
+    end_quietly_on_closed_pipe();
     match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -97,15 +152,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// Rust ignores SIGPIPE, so that printing into a closed pipe
+/// (`cifar-kern train ... 2>&1 | head -3`) is an error, and `println!`
+/// panics on it (exit status 101). Restore the default, as command-line
+/// tools have it: the process ends quietly, killed by the signal. Sockets are
+/// unaffected: std sends on them with MSG_NOSIGNAL.
+fn end_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called first in main, before any other thread exists; SIG_DFL
+    // is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Train(config) => {
+            cifar_kern::interrupt::install().context("cannot take over Ctrl-C")?;
             let results = train::train(&config)?;
             println!(
-                "{}: val accuracy {:.2}%, test accuracy {:.2}%",
+                "{}: val accuracy {:.2}%, test accuracy {:.2}%{}",
                 config.model,
                 100.0 * results.val_accuracy,
-                100.0 * results.test_accuracy
+                100.0 * results.test_accuracy,
+                results.partial_note().map(|n| format!(" ({n})")).unwrap_or_default()
             );
             Ok(())
         }
@@ -144,7 +215,34 @@ fn run(command: Command) -> Result<()> {
             println!("CIFAR-10 is in {}", dir.display());
             Ok(())
         }
-        Command::Table { out_dir } => table(&out_dir),
+        Command::Table { out_dir, format } => table(&out_dir, format),
+        Command::Plot { out_dir } => {
+            for path in curves::write_all(&out_dir)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        Command::AugmentPreview {
+            data_dir,
+            out,
+            count,
+            epoch,
+            seed,
+            scale,
+            no_download,
+        } => {
+            let data = load_data(&data_dir, no_download)?;
+            let indices = &Split::tutorial().train[..count as usize];
+            let grid = augment_grid(&data.train, indices, seed, epoch, scale);
+            save_png(&out, &grid)?;
+            println!(
+                "wrote {} ({}x{} pixels: training images {indices:?}, epoch {epoch}, seed {seed}; augmented above, originals below)",
+                out.display(),
+                grid.width(),
+                grid.height()
+            );
+            Ok(())
+        }
         Command::Info => {
             println!("cpu: {} threads (rayon)", rayon::current_num_threads());
             let modules: Vec<&str> = cifar_kern::cuda::PTX_MODULES.iter().map(|(n, _)| *n).collect();
@@ -169,7 +267,8 @@ fn eval(
     let (state, _) = evaluate::load_model(model, checkpoint)?;
     let state = state.map(|t| placement.place(t.clone()));
     let data = load_data(data_dir, true)?;
-    let mut out = serde_json::Map::new();
+    // (JSON key, label, accuracy), validation first as the tutorial's table has it.
+    let mut results = Vec::new();
     if split != SplitChoice::Test {
         let started = Instant::now();
         let acc = accuracy(model, &state, &data.train, &Split::tutorial().val);
@@ -178,20 +277,21 @@ fn eval(
             100.0 * acc,
             started.elapsed().as_secs_f64()
         );
-        out.insert("val_accuracy".into(), json!(acc));
+        results.push(("val_accuracy", "validation accuracy", acc));
     }
     if split != SplitChoice::Val {
         let started = Instant::now();
         let all: Vec<usize> = (0..data.test.len()).collect();
         let acc = accuracy(model, &state, &data.test, &all);
         eprintln!("test: {:.2}% ({:.1} s)", 100.0 * acc, started.elapsed().as_secs_f64());
-        out.insert("test_accuracy".into(), json!(acc));
+        results.push(("test_accuracy", "test accuracy", acc));
     }
     if json {
-        println!("{}", serde_json::Value::Object(out));
+        let object = results.iter().map(|&(key, _, acc)| (key.to_string(), json!(acc)));
+        println!("{}", serde_json::Value::Object(object.collect()));
     } else {
-        for (k, v) in out {
-            println!("{model} {k}: {:.2}%", 100.0 * v.as_f64().unwrap_or(f64::NAN));
+        for (_, label, acc) in results {
+            println!("{model} {label}: {:.2}%", 100.0 * acc);
         }
     }
     Ok(())
@@ -199,8 +299,14 @@ fn eval(
 
 /// Decodes an image file to 32x32 RGB bytes (HWC), resizing bilinearly if needed.
 fn read_image(path: &Path) -> Result<Vec<u8>> {
-    let image = image::open(path)
-        .with_context(|| format!("cannot read image {}", path.display()))?
+    // The errors are formatted here, once: the image crate's own messages
+    // quote extensions oddly and repeat their cause under `{:#}`.
+    let cannot = |why: String| anyhow::anyhow!("cannot read image {}: {why}", path.display());
+    let bytes = std::fs::read(path).map_err(|e| cannot(e.to_string()))?;
+    // The format is told by content, whatever the file is named.
+    let format = image::guess_format(&bytes).map_err(|_| cannot("it is neither a PNG nor a JPEG file".into()))?;
+    let image = image::load_from_memory_with_format(&bytes, format)
+        .map_err(|e| cannot(e.to_string()))?
         .to_rgb8();
     let size = IMAGE_SIZE as u32;
     let image = if image.dimensions() == (size, size) {
@@ -236,49 +342,14 @@ fn predict(model: ModelKind, checkpoint: &Path, json: bool, paths: &[PathBuf]) -
     Ok(())
 }
 
-fn table(out_dir: &Path) -> Result<()> {
-    let mut rows = Vec::new();
-    for model in ModelKind::ALL {
-        let path = RunDir::new(out_dir, model).results();
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let r: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
-        let pct = |key: &str| {
-            r[key]
-                .as_f64()
-                .map_or("?".to_string(), |v| format!("{:.2}%", 100.0 * v))
-        };
-        let params = r["num_params"].as_u64().unwrap_or(0);
-        let params = format!("{},{:03}", params / 1000, params % 1000);
-        rows.push(format!(
-            "| {:<12} | {:<12} | {:<13} | {:<14} |",
-            model.name(),
-            pct("val_accuracy"),
-            pct("test_accuracy"),
-            params
-        ));
-    }
-    if rows.is_empty() {
+fn table(out_dir: &Path, format: TableFormat) -> Result<()> {
+    let runs = RunRecord::read_all(out_dir)?;
+    if runs.iter().all(|r| r.results.is_none()) {
         bail!(
             "no finished run in {}: train one with `cifar-kern train MODEL`",
             out_dir.display()
         );
     }
-    println!(
-        "| {:<12} | {:<12} | {:<13} | {:<14} |",
-        "Model", "Val Accuracy", "Test Accuracy", "Num Parameters"
-    );
-    println!(
-        "|{}|{}|{}|{}|",
-        "-".repeat(14),
-        "-".repeat(14),
-        "-".repeat(15),
-        "-".repeat(16)
-    );
-    for row in rows {
-        println!("{row}");
-    }
+    print!("{}", runs::table(&runs, format));
     Ok(())
 }

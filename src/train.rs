@@ -11,7 +11,8 @@
 //!   far (validation every 2 epochs and after the last; ties go to the later).
 //! - `results.json`: written last; its presence marks a finished run, which
 //!   `train` then only evaluates unless `--retrain` is given.
-//! - `metrics.jsonl` (one line per epoch) and a TensorBoard event file.
+//! - `metrics.jsonl` (one line per epoch) and a TensorBoard event file;
+//!   `curves.png`, drawn from the metrics when the run finishes.
 
 use crate::autograd::{Tape, Var};
 use crate::checkpoint::{self, CheckpointMetadata, NamedTensors};
@@ -20,9 +21,12 @@ use crate::cuda::Gpu;
 use crate::data::{self, Batch, Cifar10, DataError, Split, TrainLoader, TrainOptions};
 use crate::device::{Device, Placement};
 use crate::evaluate::{self, accuracy};
+use crate::interrupt;
 use crate::models::{Ctx, ModelKind, ModelState};
+use crate::ops::batchnorm::MOMENTUM;
 use crate::ops::loss;
 use crate::optim::{Optimizer, OptimizerConfig, StateError};
+use crate::pictures::curves;
 use crate::tensor::Tensor;
 use crate::tensorboard::EventWriter;
 use anyhow::{bail, Context, Result};
@@ -40,27 +44,33 @@ use std::time::Instant;
 pub struct TrainConfig {
     /// googlenet, resnet, preactresnet or densenet (any case).
     pub model: ModelKind,
-    #[arg(long, default_value_t = 200)]
+    /// Epochs to train (the tutorial's: 200); the learning-rate schedule scales with them.
+    #[arg(long, default_value_t = 200, value_parser = at_least_one, allow_negative_numbers = true)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 128)]
+    /// Images per training step (the tutorial's: 128).
+    #[arg(long, default_value_t = 128, value_parser = at_least_one, allow_negative_numbers = true)]
     pub batch_size: usize,
+    /// Where CIFAR-10 is, or is downloaded to.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+    /// Where the run's checkpoints and logs go (in <OUT_DIR>/<Model>/).
     #[arg(long, default_value = "checkpoints")]
     pub out_dir: PathBuf,
+    /// Where to compute.
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
+    /// Seeds the initial weights, the data order and the augmentation.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Train on the first N images of the training split only.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one, allow_negative_numbers = true)]
     pub limit_train: Option<usize>,
     /// Validate and test on the first N images of each split only (quick
-    /// smoke runs; the reported accuracies are then not the full ones).
-    #[arg(long)]
+    /// smoke runs; the accuracies are then marked partial).
+    #[arg(long, value_parser = at_least_one, allow_negative_numbers = true)]
     pub limit_eval: Option<usize>,
     /// Augmentation threads (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one, allow_negative_numbers = true)]
     pub workers: Option<usize>,
     /// Continue an interrupted run from its last epoch-end checkpoint.
     #[arg(long)]
@@ -76,6 +86,18 @@ pub struct TrainConfig {
     pub quiet: bool,
 }
 
+/// Parses a count flag. Negative numbers reach this parser (instead of
+/// clap's tip to pass them after `--`, which then fails anyway) so that they
+/// get the same one-line range error as 0.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<i128>() {
+        Ok(n) if n < 1 => Err("must be at least 1".to_string()),
+        _ => text
+            .parse()
+            .map_err(|e| format!("must be a whole number, at least 1 ({e})")),
+    }
+}
+
 impl TrainConfig {
     /// The images of a split that validation and testing use.
     fn eval_subset<'a>(&self, indices: &'a [usize]) -> &'a [usize] {
@@ -89,6 +111,25 @@ pub struct RunResults {
     pub val_accuracy: f64,
     pub test_accuracy: f64,
     pub num_params: usize,
+    /// The images each accuracy was measured on.
+    pub val_images: usize,
+    pub test_images: usize,
+    /// Whether `--limit-eval` left out images of either split, so that the
+    /// accuracies are not comparable with the tutorial's.
+    pub partial: bool,
+}
+
+impl RunResults {
+    /// "partial: N validation / M test images", the mark the accuracies of a
+    /// partial evaluation are printed with.
+    pub fn partial_note(&self) -> Option<String> {
+        self.partial.then(|| {
+            format!(
+                "partial: {} validation / {} test images",
+                self.val_images, self.test_images
+            )
+        })
+    }
 }
 
 /// The files of one model's run.
@@ -113,9 +154,13 @@ impl RunDir {
     pub fn metrics(&self) -> PathBuf {
         self.0.join("metrics.jsonl")
     }
+    /// The run's training curves (`cifar-kern plot`).
+    pub fn curves(&self) -> PathBuf {
+        self.0.join("curves.png")
+    }
 
     /// Removes an earlier run's results and logs (metrics, TensorBoard
-    /// events), so a run started over (`--retrain`) logs from scratch.
+    /// events, curves), so a run started over (`--retrain`) logs from scratch.
     /// Checkpoints stay until the new run overwrites them.
     fn clear_logs(&self) -> Result<()> {
         let Ok(entries) = fs::read_dir(&self.0) else {
@@ -124,7 +169,8 @@ impl RunDir {
         for entry in entries {
             let path = entry?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if path == self.metrics() || path == self.results() || name.starts_with("events.out.tfevents.") {
+            let log = [self.metrics(), self.results(), self.curves()].contains(&path);
+            if log || name.starts_with("events.out.tfevents.") {
                 fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
             }
         }
@@ -210,12 +256,14 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         let optimizer = TrainOptimizer::new(placement, opt_config, &state.params);
         (state, optimizer, Progress { epoch: 0, best: None })
     };
+    *interrupt::status() = interrupted_line(config, &run, progress.epoch);
     let mut events = EventWriter::create(run.path())?;
     eprintln!(
-        "training {} ({} parameters) for {} epochs of {steps_per_epoch} steps on {} images",
+        "training {} ({} parameters) for {} of {} on {} images",
         config.model,
         state.num_params(),
-        config.epochs,
+        count(config.epochs, "epoch"),
+        count(steps_per_epoch, "step"),
         loader.num_images()
     );
 
@@ -272,7 +320,12 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
             meta.insert("best_val_accuracy".into(), best.to_string());
             meta.insert("best_epoch".into(), best_epoch.to_string());
         }
-        save(&run.last(), &state, Some(&optimizer), meta)?;
+        {
+            // Ctrl-C waits until the checkpoint and the line that names it agree.
+            let mut on_ctrl_c = interrupt::status();
+            save(&run.last(), &state, Some(&optimizer), meta)?;
+            *on_ctrl_c = interrupted_line(config, &run, progress.epoch);
+        }
 
         let line = json!({
             "epoch": progress.epoch, "step": optimizer.step_count(), "lr": lr,
@@ -299,6 +352,28 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         );
     }
     finish(config, &run, &data, placement)
+}
+
+/// The line Ctrl-C prints while `saved` epochs of the run are in its
+/// epoch-end checkpoint.
+fn interrupted_line(config: &TrainConfig, run: &RunDir, saved: usize) -> String {
+    if saved == 0 {
+        return format!(
+            "interrupted in epoch 1 of {}, before this run saved a checkpoint: start it again with the same command",
+            config.epochs
+        );
+    }
+    let instead = if config.retrain { " instead of --retrain" } else { "" };
+    format!(
+        "interrupted: epoch {saved} of {} is saved in {}; run the same command with --resume{instead} to continue",
+        config.epochs,
+        run.last().display()
+    )
+}
+
+/// "1 epoch", "2 epochs".
+fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The optimiser, where the parameters live.
@@ -501,10 +576,14 @@ fn finish(config: &TrainConfig, run: &RunDir, data: &Cifar10, placement: Placeme
     let state = state.map(|t| placement.place(t.clone()));
     let split = Split::tutorial();
     let test_indices: Vec<usize> = (0..data.test.len()).collect();
+    let (val, test) = (config.eval_subset(&split.val), config.eval_subset(&test_indices));
     let results = RunResults {
-        val_accuracy: accuracy(config.model, &state, &data.train, config.eval_subset(&split.val)),
-        test_accuracy: accuracy(config.model, &state, &data.test, config.eval_subset(&test_indices)),
+        val_accuracy: accuracy(config.model, &state, &data.train, val),
+        test_accuracy: accuracy(config.model, &state, &data.test, test),
         num_params: state.num_params(),
+        val_images: val.len(),
+        test_images: test.len(),
+        partial: val.len() < split.val.len() || test.len() < test_indices.len(),
     };
     let record = json!({
         "model": config.model.name(),
@@ -513,15 +592,54 @@ fn finish(config: &TrainConfig, run: &RunDir, data: &Cifar10, placement: Placeme
         "num_params": results.num_params,
         "best_epoch": meta.get("epoch").and_then(|e| e.parse::<u64>().ok()),
         "limit_eval": config.limit_eval,
+        "val_images": results.val_images,
+        "test_images": results.test_images,
     });
     checkpoint::write_atomically(&run.results(), format!("{record:#}\n").as_bytes())
         .with_context(|| format!("cannot write {}", run.results().display()))?;
+    let partial = results.partial_note().map(|n| format!("; {n}")).unwrap_or_default();
     eprintln!(
-        "{}: validation accuracy {:.2}%, test accuracy {:.2}% (best checkpoint, {} parameters)",
+        "{}: validation accuracy {:.2}%, test accuracy {:.2}% (best checkpoint, {} parameters{partial})",
         config.model,
         100.0 * results.val_accuracy,
         100.0 * results.test_accuracy,
         results.num_params
     );
+    let steps = meta.get("step").and_then(|s| s.parse().ok());
+    if let Some(note) = steps.and_then(unsettled_statistics_note) {
+        eprintln!("{note}");
+    }
+    // The run is finished and recorded: a figure that cannot be drawn is worth a warning, not a failure.
+    match curves::write_all(&config.out_dir) {
+        Ok(paths) => {
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            eprintln!("curves: {}", names.join(", "));
+        }
+        Err(e) => eprintln!("warning: the training curves were not drawn: {e:#}"),
+    }
     Ok(results)
+}
+
+/// Training steps after which at most 1% of BatchNorm's running statistics
+/// is still their initial value: the least n with MOMENTUM^n <= 1%, 459 for
+/// the tutorial's 0.99.
+pub fn steps_to_settle() -> usize {
+    (0.01f64.ln() / MOMENTUM.ln()).ceil() as usize
+}
+
+/// The line `train` prints beside the final accuracies of a checkpoint that
+/// trained only `steps` steps, fewer than [`steps_to_settle`]: evaluation
+/// normalises with the running statistics, still largely their initial
+/// values, so the validation and test accuracy understate the model (while
+/// the training accuracy, which uses batch statistics, does not).
+pub fn unsettled_statistics_note(steps: usize) -> Option<String> {
+    let settle = steps_to_settle();
+    (steps < settle).then(|| {
+        let initial = 100.0 * MOMENTUM.powi(steps as i32);
+        format!(
+            "note: these accuracies understate the model: after {steps} steps, {initial:.0}% ({MOMENTUM}^{steps}) of \
+             BatchNorm's running statistics, which evaluation uses, is still the initial value (below 1% from \
+             {settle} steps on; the tutorial's momentum, not a bug)"
+        )
+    })
 }

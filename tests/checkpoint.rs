@@ -128,10 +128,14 @@ fn damaged_safetensors_files_are_errors() {
     let mut garbage = good.clone();
     garbage[8..16].copy_from_slice(b"not json");
     read_damaged(&garbage, checkpoint::load);
-    assert!(matches!(
-        read_damaged(b"", checkpoint::load_any).problem,
-        Problem::NotMsgpack(_)
-    ));
+    for neither in [&b""[..], b"hello\n", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"] {
+        let err = read_damaged(neither, checkpoint::load_any);
+        assert!(matches!(err.problem, Problem::UnknownFormat), "{err}");
+        let err = read_damaged(neither, checkpoint::read_flax_msgpack);
+        assert!(matches!(err.problem, Problem::UnknownFormat), "{err}");
+    }
+    let err = read_damaged(&good, checkpoint::read_flax_msgpack);
+    assert!(err.to_string().contains("it is a safetensors checkpoint"), "{err}");
 }
 
 /// A Flax array leaf: ext type 1 holding the msgpack triple (shape, dtype, bytes).

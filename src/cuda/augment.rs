@@ -9,7 +9,7 @@
 
 use super::launch::Launch;
 use super::{launch_1d, DeviceBuffer, DeviceFloat, Gpu, GpuTensor};
-use crate::data::{image_rng, Augmentation, ImageSet, CHANNELS, IMAGE_BYTES, IMAGE_SIZE, MEAN, STD};
+use crate::data::{training_augmentation, Augmentation, ImageSet, CHANNELS, IMAGE_BYTES, IMAGE_SIZE, MEAN, STD};
 use crate::float::Float;
 use cudarc::driver::DeviceRepr;
 
@@ -54,7 +54,7 @@ impl AugmentRecord {
 pub fn sample_records(indices: &[usize], seed: u64, epoch: usize) -> Vec<AugmentRecord> {
     indices
         .iter()
-        .map(|&i| AugmentRecord::new(i, &Augmentation::sample(&mut image_rng(seed, epoch, i))))
+        .map(|&i| AugmentRecord::new(i, &training_augmentation(seed, epoch, i)))
         .collect()
 }
 
@@ -129,6 +129,7 @@ pub fn augment_batch<T: DeviceFloat>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::image_rng;
 
     #[test]
     fn parameter_structs_match_the_kernels() {

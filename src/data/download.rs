@@ -4,9 +4,10 @@
 //! checked against the published MD5, and is unpacked into a temporary folder
 //! there too; only then is the finished `cifar-10-batches-bin/` renamed into
 //! place (replacing an older one). The temporary file and folder delete
-//! themselves on every early return, so a failed download leaves the data
-//! directory as it was (a killed process may leave a hidden temporary file
-//! behind, never a partial `cifar-10-batches-bin/`).
+//! themselves on every early return, and a data directory made for the
+//! download is removed again, so a failed download leaves the disk as it was
+//! (a killed process may leave a hidden temporary file behind, never a
+//! partial `cifar-10-batches-bin/`).
 
 use std::fs::{self, File};
 use std::io::{BufReader, Read, Write};
@@ -32,7 +33,34 @@ pub fn download(data_dir: &Path) -> Result<PathBuf, DataError> {
 
 /// [`download`] from another address (a mirror), checked against `expected_md5`.
 pub fn download_from(url: &str, expected_md5: &str, data_dir: &Path) -> Result<PathBuf, DataError> {
-    fs::create_dir_all(data_dir).map_err(DataError::io(data_dir))?;
+    let created = create_missing_dirs(data_dir)?;
+    let result = fetch_and_unpack(url, expected_md5, data_dir);
+    if result.is_err() {
+        // The temporary files have deleted themselves, so the folders made
+        // for this download are empty again: remove them too, innermost
+        // first, so that a failed download leaves no trace. `remove_dir`
+        // never removes a folder something else has written into meanwhile.
+        for dir in created.iter().rev() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+    result
+}
+
+/// Creates `dir` and its missing parents; returns the folders it created,
+/// outermost first.
+fn create_missing_dirs(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    missing.reverse();
+    fs::create_dir_all(dir).map_err(DataError::io(dir))?;
+    Ok(missing)
+}
+
+fn fetch_and_unpack(url: &str, expected_md5: &str, data_dir: &Path) -> Result<PathBuf, DataError> {
     let mut part = tempfile::Builder::new()
         .prefix(&format!(".{ARCHIVE_NAME}."))
         .suffix(".part")

@@ -140,11 +140,6 @@ impl fmt::Display for DataError {
     }
 }
 
-impl std::error::Error for DataError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            DataError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+// No `source()`: an `Io` message already ends with the I/O error, and
+// `anyhow`'s `{:#}` would print it a second time.
+impl std::error::Error for DataError {}

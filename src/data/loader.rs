@@ -122,11 +122,18 @@ impl TrainLoader {
     }
 }
 
+/// The augmentation that image `index` (of the training images) gets in
+/// `epoch` (0-based) of a run with `seed`: drawn from the image's own stream.
+/// The CPU loader, the GPU augmentation and `augment-preview` all draw it here.
+pub fn training_augmentation(seed: u64, epoch: usize, index: usize) -> Augmentation {
+    Augmentation::sample(&mut image_rng(seed, epoch, index))
+}
+
 /// The images `indices` of `data`, each augmented with its own random stream.
 fn augmented_batch(data: &ImageSet, indices: &[usize], seed: u64, epoch: usize) -> Batch {
     let mut images = vec![0f32; indices.len() * IMAGE_BYTES];
     for (&i, out) in indices.iter().zip(images.chunks_exact_mut(IMAGE_BYTES)) {
-        Augmentation::sample(&mut image_rng(seed, epoch, i)).apply(data.image(i), out);
+        training_augmentation(seed, epoch, i).apply(data.image(i), out);
     }
     Batch {
         images: Tensor::new(&[indices.len(), IMAGE_SIZE, IMAGE_SIZE, CHANNELS], images),

@@ -23,7 +23,7 @@ pub mod transform;
 pub use cifar::{Cifar10, ImageSet, BATCHES_DIR, CLASS_NAMES};
 pub use download::{check_md5, download, download_from, unpack_archive};
 pub use error::DataError;
-pub use loader::{eval_batches, Batch, EpochBatches, TrainLoader, TrainOptions};
+pub use loader::{eval_batches, training_augmentation, Batch, EpochBatches, TrainLoader, TrainOptions};
 pub use rng::image_rng;
 pub use split::Split;
 pub use transform::{normalize_batch, normalize_into, Augmentation, MEAN, STD};
