@@ -3,80 +3,16 @@
 //! uninterrupted run's weights, and bad input gives a clear error, a
 //! non-zero exit, and leaves saved files as they were.
 
+mod cli_util;
+
 use cifar_kern::checkpoint;
-use cifar_kern::data::cifar::{RECORD_BYTES, TEST_FILE, TRAIN_FILES};
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use cifar_kern::data::cifar::{TEST_FILE, TRAIN_FILES};
+use cli_util::{cifar_kern, path_str, run, stderr, synthetic_data, train_args};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::Stdio;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
-
-const RECORDS_PER_FILE: usize = 10_000;
-
-/// A full-size synthetic data set, written once per test binary.
-fn synthetic_data() -> &'static Path {
-    static DIR: OnceLock<TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        for name in TRAIN_FILES.iter().chain([&TEST_FILE]) {
-            let mut bytes = vec![0u8; RECORDS_PER_FILE * RECORD_BYTES];
-            rng.fill_bytes(&mut bytes);
-            for (r, record) in bytes.chunks_mut(RECORD_BYTES).enumerate() {
-                record[0] = (r % 10) as u8;
-            }
-            fs::write(dir.path().join(name), bytes).unwrap();
-        }
-        dir
-    })
-    .path()
-}
-
-fn cifar_kern() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cifar-kern"));
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-fn run(args: &[&str]) -> Output {
-    cifar_kern().args(args).output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `train resnet` on the first `limit` training images for `epochs` epochs,
-/// validating and testing on the first 256 images of each split.
-fn train_args<'a>(out_dir: &'a str, epochs: &'a str, limit: &'a str) -> Vec<&'a str> {
-    let data = synthetic_data().to_str().unwrap();
-    vec![
-        "train",
-        "resnet",
-        "--epochs",
-        epochs,
-        "--limit-train",
-        limit,
-        "--data-dir",
-        data,
-        "--out-dir",
-        out_dir,
-        "--no-download",
-        "--quiet",
-        "--device",
-        "cpu",
-        "--limit-eval",
-        "256",
-    ]
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Every file below `dir` with its bytes.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
@@ -93,13 +29,13 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn killed_run_resumes_to_the_same_weights() {
     let (straight, interrupted) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let out = run(&train_args(path_str(straight.path()), "2", "1280"));
+    let out = run(&train_args(synthetic_data(), straight.path(), "2", "1280"));
     assert!(out.status.success(), "{}", stderr(&out));
 
     // Start the same run, kill -9 it once epoch 1's checkpoint is written,
     // mid-way through epoch 2 (10 steps of ~0.5 s), then resume.
     let mut child = cifar_kern()
-        .args(train_args(path_str(interrupted.path()), "2", "1280"))
+        .args(train_args(synthetic_data(), interrupted.path(), "2", "1280"))
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -121,12 +57,12 @@ fn killed_run_resumes_to_the_same_weights() {
     assert!(!run_dir.join("results.json").exists());
 
     // Without --resume the unfinished run is protected.
-    let refused = run(&train_args(path_str(interrupted.path()), "2", "1280"));
+    let refused = run(&train_args(synthetic_data(), interrupted.path(), "2", "1280"));
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("--resume"), "{}", stderr(&refused));
 
-    let mut resume = train_args(path_str(interrupted.path()), "2", "1280");
-    resume.push("--resume");
+    let mut resume = train_args(synthetic_data(), interrupted.path(), "2", "1280");
+    resume.push("--resume".into());
     let out = run(&resume);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -148,7 +84,7 @@ fn killed_run_resumes_to_the_same_weights() {
 
     // A finished run is evaluated, not retrained, and its files stay as they are.
     let before = snapshot(&run_dir);
-    let out = run(&train_args(path_str(interrupted.path()), "2", "1280"));
+    let out = run(&train_args(synthetic_data(), interrupted.path(), "2", "1280"));
     assert!(
         out.status.success() && stderr(&out).contains("holds a finished ResNet run"),
         "{}",
@@ -171,8 +107,7 @@ fn killed_run_resumes_to_the_same_weights() {
 #[test]
 fn missing_data_dir_says_where_to_put_the_files() {
     let out_dir = tempfile::tempdir().unwrap();
-    let mut args = train_args(path_str(out_dir.path()), "1", "256");
-    args[7] = "/nonexistent/cifar";
+    let args = train_args(Path::new("/nonexistent/cifar"), out_dir.path(), "1", "256");
     let out = run(&args);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -196,9 +131,8 @@ fn truncated_batch_file_is_named() {
     let run_dir = out_dir.path().join("ResNet");
     fs::create_dir_all(&run_dir).unwrap();
     fs::write(run_dir.join("best.safetensors"), b"an earlier checkpoint").unwrap();
-    let mut args = train_args(path_str(out_dir.path()), "1", "256");
-    args[7] = path_str(data.path());
-    args.push("--retrain");
+    let mut args = train_args(data.path(), out_dir.path(), "1", "256");
+    args.push("--retrain".into());
     let out = run(&args);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -279,10 +213,10 @@ fn unknown_model_name_lists_the_choices() {
 #[test]
 fn resume_with_other_flags_is_refused() {
     let out_dir = tempfile::tempdir().unwrap();
-    let out = run(&train_args(path_str(out_dir.path()), "1", "256"));
+    let out = run(&train_args(synthetic_data(), out_dir.path(), "1", "256"));
     assert!(out.status.success(), "{}", stderr(&out));
-    let mut args = train_args(path_str(out_dir.path()), "3", "256");
-    args.extend(["--resume", "--retrain"]);
+    let mut args = train_args(synthetic_data(), out_dir.path(), "3", "256");
+    args.extend(["--resume".into(), "--retrain".into()]);
     assert!(stderr(&run(&args)).contains("pass only one of them"));
     fs::remove_file(out_dir.path().join("ResNet/results.json")).unwrap();
     let before = snapshot(&out_dir.path().join("ResNet"));
@@ -379,8 +313,8 @@ fn predict_prints_the_models_logits_for_each_image() {
 #[test]
 fn retrain_starts_the_logs_over() {
     let out_dir = tempfile::tempdir().unwrap();
-    let mut args = train_args(path_str(out_dir.path()), "1", "256");
-    args.push("--retrain");
+    let mut args = train_args(synthetic_data(), out_dir.path(), "1", "256");
+    args.push("--retrain".into());
     for _ in 0..2 {
         let out = run(&args);
         assert!(out.status.success(), "{}", stderr(&out));

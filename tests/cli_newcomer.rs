@@ -3,86 +3,17 @@
 //! fails, when a flag is out of range, and in `--help`. On a synthetic
 //! CIFAR-10 copy of the real size (random pixels), as in `tests/cli.rs`.
 
+mod cli_util;
+
 use cifar_kern::checkpoint;
-use cifar_kern::data::cifar::{RECORD_BYTES, TEST_FILE, TRAIN_FILES};
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use cli_util::{cifar_kern, path_str, run, stderr, stdout, synthetic_data, train_args};
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
-
-const RECORDS_PER_FILE: usize = 10_000;
-
-/// A full-size synthetic data set, written once per test binary.
-fn synthetic_data() -> &'static Path {
-    static DIR: OnceLock<TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        for name in TRAIN_FILES.iter().chain([&TEST_FILE]) {
-            let mut bytes = vec![0u8; RECORDS_PER_FILE * RECORD_BYTES];
-            rng.fill_bytes(&mut bytes);
-            for (r, record) in bytes.chunks_mut(RECORD_BYTES).enumerate() {
-                record[0] = (r % 10) as u8;
-            }
-            fs::write(dir.path().join(name), bytes).unwrap();
-        }
-        dir
-    })
-    .path()
-}
-
-fn cifar_kern() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cifar-kern"));
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-fn run(args: &[&str]) -> Output {
-    cifar_kern().args(args).output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// `train resnet` on the synthetic data: `epochs` epochs of the first
-/// `limit` training images, validating and testing on 256 images of each split.
-fn train_args(out_dir: &Path, epochs: &str, limit: &str) -> Vec<String> {
-    [
-        "train",
-        "resnet",
-        "--epochs",
-        epochs,
-        "--limit-train",
-        limit,
-        "--limit-eval",
-        "256",
-        "--data-dir",
-        path_str(synthetic_data()),
-        "--out-dir",
-        path_str(out_dir),
-        "--no-download",
-        "--quiet",
-        "--device",
-        "cpu",
-    ]
-    .map(String::from)
-    .to_vec()
-}
 
 /// A message that names its cause once: no ": "-separated part repeats the
 /// one before it ("...: Invalid PNG signature.: Invalid PNG signature.").
@@ -98,7 +29,7 @@ fn partial_run() -> &'static (TempDir, Output) {
     RUN.get_or_init(|| {
         let out_dir = tempfile::tempdir().unwrap();
         let out = cifar_kern()
-            .args(train_args(out_dir.path(), "1", "256"))
+            .args(train_args(synthetic_data(), out_dir.path(), "1", "256"))
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
@@ -192,7 +123,7 @@ fn interrupt(child: Child) -> (Option<i32>, String) {
 #[test]
 fn ctrl_c_says_which_epoch_is_saved_and_how_to_continue() {
     let out_dir = tempfile::tempdir().unwrap();
-    let args = train_args(out_dir.path(), "3", "1280");
+    let args = train_args(synthetic_data(), out_dir.path(), "3", "1280");
     let spawn = || cifar_kern().args(&args).stderr(Stdio::piped()).spawn().unwrap();
 
     // Before the first epoch ends, nothing of this run is saved.
@@ -261,7 +192,7 @@ fn train_piped_into_head_ends_quietly() {
     let out = Command::new("bash")
         .args(["-c", r#"set -o pipefail; "$@" 2>&1 | head -3"#, "bash"])
         .arg(env!("CARGO_BIN_EXE_cifar-kern"))
-        .args(train_args(out_dir.path(), "6", "256"))
+        .args(train_args(synthetic_data(), out_dir.path(), "6", "256"))
         .stdin(Stdio::null())
         .output()
         .unwrap();

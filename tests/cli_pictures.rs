@@ -5,56 +5,19 @@
 //! `results.json` plus the training time, and the note on unsettled
 //! BatchNorm statistics follows the stated rule.
 
-use cifar_kern::data::cifar::{RECORD_BYTES, TEST_FILE, TRAIN_FILES};
+mod cli_util;
+
+use cli_util::{path_str, run, stderr, synthetic_data};
 use cifar_kern::data::{Cifar10, Split, TrainLoader, TrainOptions, CHANNELS, IMAGE_BYTES, IMAGE_SIZE, MEAN, STD};
 use cifar_kern::ops::batchnorm::MOMENTUM;
 use cifar_kern::train::{steps_to_settle, unsettled_statistics_note};
 use image::RgbImage;
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::{Arc, OnceLock};
 use tempfile::TempDir;
-
-const RECORDS_PER_FILE: usize = 10_000;
-
-/// A full-size synthetic data set, written once per test binary.
-fn synthetic_data() -> &'static Path {
-    static DIR: OnceLock<TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        for name in TRAIN_FILES.iter().chain([&TEST_FILE]) {
-            let mut bytes = vec![0u8; RECORDS_PER_FILE * RECORD_BYTES];
-            rng.fill_bytes(&mut bytes);
-            for (r, record) in bytes.chunks_mut(RECORD_BYTES).enumerate() {
-                record[0] = (r % 10) as u8;
-            }
-            fs::write(dir.path().join(name), bytes).unwrap();
-        }
-        dir
-    })
-    .path()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cifar-kern"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// The out-dir of one short finished run, trained once per test binary:
 /// ResNet, 2 epochs of 2 steps (256 images), evaluated on 128 images a split.
