@@ -367,7 +367,33 @@ pub fn save(path: &Path, tensors: &NamedTensors, metadata: &CheckpointMetadata) 
     let metadata: HashMap<String, String> = metadata.clone().into_iter().collect();
     let bytes =
         safetensors::serialize(encoded, Some(metadata)).map_err(|e| CheckpointError::new(path, Problem::Encode(e)))?;
-    write_atomically(path, &bytes).map_err(|e| CheckpointError::new(path, Problem::Io(e)))
+    write_atomically(path, &sorted_header(bytes)).map_err(|e| CheckpointError::new(path, Problem::Io(e)))
+}
+
+/// `bytes` (a safetensors file) with its JSON header's keys in sorted order.
+/// `safetensors::serialize` takes the metadata as a `HashMap` and writes it in
+/// hash order, which differs from process to process; sorted, two runs with
+/// one seed write the same bytes. The tensor data does not move: the header
+/// keeps its length rounded up to 8 bytes with trailing spaces, as the format
+/// pads it.
+fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    let header_len = u64::from_le_bytes(bytes[..SAFETENSORS_LEN_BYTES].try_into().expect("8 bytes")) as usize;
+    let data = &bytes[SAFETENSORS_LEN_BYTES + header_len..];
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[SAFETENSORS_LEN_BYTES..SAFETENSORS_LEN_BYTES + header_len])
+            .expect("safetensors wrote a JSON object");
+    let sorted = |value: &serde_json::Value| -> BTreeMap<String, serde_json::Value> {
+        serde_json::from_value(value.clone()).expect("an object")
+    };
+    let header: BTreeMap<&String, BTreeMap<String, serde_json::Value>> =
+        header.iter().map(|(key, value)| (key, sorted(value))).collect();
+    let mut json = serde_json::to_vec(&header).expect("a map of strings serialises");
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(SAFETENSORS_LEN_BYTES + json.len() + data.len());
+    out.extend((json.len() as u64).to_le_bytes());
+    out.extend(json);
+    out.extend(data);
+    out
 }
 
 /// A tensor encoded as little-endian F32, as `safetensors::serialize` takes it.
@@ -486,5 +512,35 @@ impl Format {
             None | Some(0xa0..=0xbf | 0xd9..=0xdb) => Some(Format::Flax),
             Some(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_checkpoint_is_saved_as_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tensors = NamedTensors::from([
+            ("b".to_string(), Tensor::new(&[2], vec![1.0, 2.0])),
+            ("a".to_string(), Tensor::new(&[1, 3], vec![3.0, 4.0, 5.0])),
+        ]);
+        // Enough keys that two hash orders agree by chance with odds of 1 in 20!.
+        let metadata: CheckpointMetadata = (0..20).map(|i| (format!("key{i}"), i.to_string())).collect();
+        let files: Vec<Vec<u8>> = (0..2)
+            .map(|i| {
+                let path = dir.path().join(format!("{i}.safetensors"));
+                save(&path, &tensors, &metadata).unwrap();
+                fs::read(&path).unwrap()
+            })
+            .collect();
+        assert_eq!(files[0], files[1]);
+        let (read_tensors, read_metadata) = load(&dir.path().join("0.safetensors")).unwrap();
+        assert_eq!((read_tensors, read_metadata), (tensors, metadata));
+        let header = String::from_utf8_lossy(&files[0][8..]);
+        assert!(
+            header.find("\"key0\"") < header.find("\"key1\"") && header.find("\"key1\"") < header.find("\"key10\"")
+        );
     }
 }

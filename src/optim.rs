@@ -423,6 +423,78 @@ mod tests {
         assert_eq!(sgd2.step_count(), 0);
     }
 
+    /// Runs `config` on one parameter vector `p0` for the given gradients
+    /// and returns the parameter after each step.
+    fn trajectory(config: OptimizerConfig, p0: Vec<f64>, grads: &[Vec<f64>]) -> Vec<Vec<f64>> {
+        let mut p = BTreeMap::from([("w".to_string(), Tensor::new(&[p0.len()], p0))]);
+        let mut opt = Optimizer::new(config, &p);
+        grads
+            .iter()
+            .map(|g| {
+                let g = BTreeMap::from([("w".to_string(), Tensor::new(&[g.len()], g.clone()))]);
+                opt.step(&mut p, &g);
+                p["w"].data().to_vec()
+            })
+            .collect()
+    }
+
+    fn assert_steps(got: &[Vec<f64>], want: &[&[f64]]) {
+        assert_eq!(got.len(), want.len());
+        for (step, (g, w)) in got.iter().zip(want).enumerate() {
+            for (a, b) in g.iter().zip(w.iter()) {
+                assert!((a - b).abs() <= 1e-12, "step {}: {g:?} != {w:?}", step + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn sgd_adds_weight_decay_before_momentum() {
+        // lr 0.1, momentum 0.9, weight decay 0.01; the second gradient is clipped to 1.
+        // Step 1: g = [0.5 + 0.01*1, 1 + 0.01*(-2)] = [0.51, 0.98] = m,
+        //         p = [1 - 0.051, -2 - 0.098] = [0.949, -2.098].
+        // Step 2: g = [0.5 + 0.00949, 1 - 0.02098] = [0.50949, 0.97902],
+        //         m = g + 0.9*[0.51, 0.98] = [0.96849, 1.86102],
+        //         p = [0.949 - 0.096849, -2.098 - 0.186102] = [0.852151, -2.284102].
+        let config = OptimizerConfig {
+            kind: OptimizerKind::Sgd {
+                momentum: 0.9,
+                weight_decay: 0.01,
+            },
+            schedule: LrSchedule::tutorial(0.1, 100),
+        };
+        let got = trajectory(config, vec![1.0, -2.0], &[vec![0.5, 3.0], vec![0.5, 3.0]]);
+        assert_steps(&got, &[&[0.949, -2.098], &[0.852151, -2.284102]]);
+    }
+
+    /// Adam's three steps from p = 1 with gradients 0.5, -0.25 and 3 (clipped
+    /// to 1), lr 0.1; `kind` is Adam or AdamW.
+    fn adam_steps(kind: OptimizerKind) -> Vec<Vec<f64>> {
+        let config = OptimizerConfig {
+            kind,
+            schedule: LrSchedule::tutorial(0.1, 100),
+        };
+        trajectory(config, vec![1.0], &[vec![0.5], vec![-0.25], vec![3.0]])
+    }
+
+    #[test]
+    fn adam_corrects_the_bias_of_both_moments() {
+        // Step 1: m = 0.05, v = 0.00025; m/(1-0.9) = 0.5, v/(1-0.999) = 0.25,
+        //         p = 1 - 0.1 * 0.5/(sqrt(0.25) + 1e-8) = 0.900000002.
+        // Step 2: m = 0.02, v = 0.00031225; m^ = 0.02/0.19, v^ = 0.00031225/0.001999,
+        //         p = 0.900000002 - 0.1 * m^/(sqrt(v^) + 1e-8).
+        // Step 3: g = clip(3) = 1, likewise (values from these formulas in f64).
+        let got = adam_steps(OptimizerKind::Adam);
+        assert_steps(&got, &[&[0.900000002], &[0.8733662987078463], &[0.8075551396770898]]);
+    }
+
+    #[test]
+    fn adamw_decays_the_weights_outside_the_moments() {
+        // As Adam, plus 0.01 * p (before the step) in each update:
+        // step 1: p = 1 - 0.1 * (0.99999998 + 0.01) = 0.899000002.
+        let got = adam_steps(OptimizerKind::AdamW { weight_decay: 0.01 });
+        assert_steps(&got, &[&[0.899000002], &[0.8714672987058464], &[0.8047846723763841]]);
+    }
+
     #[test]
     fn gradients_are_clipped_element_wise() {
         // The first SGD step moves by -lr * clip(g).
