@@ -1,22 +1,12 @@
-//! Checkpoint reading and writing: the tutorial's Flax checkpoints against the
-//! fixtures' copies of them, our safetensors round trip, and damaged files.
+//! Checkpoint reading and writing: our safetensors round trip and damaged
+//! files (the tutorial's Flax checkpoints against the fixtures' copies of
+//! them are in `tests/fixtures/checkpoint.rs`).
 
-use cifar_kern::checkpoint::{self, CheckpointError, Problem, SafetensorsFile};
-use cifar_kern::fixtures::fixtures_dir;
+use cifar_kern::checkpoint::{self, CheckpointError, Problem};
 use cifar_kern::Tensor;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-
-const MODELS: [&str; 4] = ["GoogleNet", "ResNet", "PreActResNet", "DenseNet"];
-
-/// The checkpoint part (`params/*`, `batch_stats/*`) of a fixture file.
-fn fixture_checkpoint(path: &Path) -> BTreeMap<String, Tensor<f32>> {
-    let file = SafetensorsFile::open(path).unwrap();
-    let mut tensors = file.tensors::<f32>("params/").unwrap();
-    tensors.extend(file.tensors::<f32>("batch_stats/").unwrap());
-    tensors
-}
 
 fn assert_bit_identical(got: &BTreeMap<String, Tensor<f32>>, want: &BTreeMap<String, Tensor<f32>>, what: &str) {
     assert!(got.keys().eq(want.keys()), "{what}: names differ");
@@ -26,43 +16,6 @@ fn assert_bit_identical(got: &BTreeMap<String, Tensor<f32>>, want: &BTreeMap<Str
         let same_bits = g.data().iter().zip(w.data()).all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same_bits, "{what}: values of {name}");
     }
-}
-
-#[test]
-fn flax_checkpoints_match_fixture_tensors() {
-    let Some(dir) = fixtures_dir() else { return };
-    for model in MODELS {
-        let flax = checkpoint::read_flax_msgpack(&dir.join(format!("flax/{model}.ckpt"))).unwrap();
-        let want = fixture_checkpoint(&dir.join(format!("flax/{model}.safetensors")));
-        assert!(want.len() > 100, "{model}: only {} fixture tensors", want.len());
-        assert_bit_identical(&flax, &want, model);
-        // `load_any` recognises the Flax format by content.
-        let (any, metadata) = checkpoint::load_any(&dir.join(format!("flax/{model}.ckpt"))).unwrap();
-        assert_bit_identical(&any, &want, model);
-        assert!(metadata.is_empty());
-    }
-}
-
-#[test]
-fn fixture_files_read_as_f64_and_i64() {
-    let Some(dir) = fixtures_dir() else { return };
-    let file = SafetensorsFile::open(&dir.join("flax/ResNet.safetensors")).unwrap();
-    let inputs = file.tensor::<f64>("inputs").unwrap();
-    assert_eq!(inputs.shape(), &[16, 32, 32, 3]);
-    let (shape, labels) = file.i64_tensor("labels").unwrap();
-    assert_eq!(shape, vec![16]);
-    assert!(labels.iter().all(|&l| (0..10).contains(&l)));
-    // Labels are no floats, inputs no integers; a missing name is named.
-    assert!(matches!(
-        file.tensor::<f32>("labels").unwrap_err().problem,
-        Problem::Dtype { .. }
-    ));
-    assert!(matches!(
-        file.i64_tensor("inputs").unwrap_err().problem,
-        Problem::Dtype { .. }
-    ));
-    let missing = file.tensor::<f32>("params/Nope").unwrap_err();
-    assert!(missing.to_string().contains("params/Nope"), "{missing}");
 }
 
 #[test]

@@ -11,8 +11,8 @@ cd "$(dirname "$0")/../.."
 out=.device
 rm -rf "$out" && mkdir -p "$out/bin" "$out/fixtures"
 
-# Every test binary (release, kernels embedded); keep those with gpu_ tests
-# plus the f32 fixture tests, which also run on the GPU once it trains.
+# Every test binary (release, kernels embedded); keep `gpu` (every gpu_ test)
+# and `fixtures`, whose [models] tests also run on the GPU once it trains.
 cargo test --release --no-run --message-format=json 2>/dev/null \
     | python3 -c '
 import json, sys
@@ -21,7 +21,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
         print(m["target"]["name"], m["executable"])
 ' | while read -r name exe; do
-    case "$name" in gpu_*|fixtures_models) cp "$exe" "$out/bin/$name" ;; esac
+    case "$name" in gpu|fixtures) cp "$exe" "$out/bin/$name" ;; esac
 done
 cargo build --release --bin cifar-kern
 cp target/release/cifar-kern "$out/bin/"

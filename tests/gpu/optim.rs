@@ -4,13 +4,13 @@
 //! state through the host and back; bit-identical reruns. Without a GPU each
 //! test prints "skipped: no GPU" and passes.
 
-mod gpu_util;
-
+use crate::harness::needing;
+use crate::util::{assert_bit_identical, assert_close, model_params, randn};
 use cifar_kern::cuda::optim::{FlatLayout, GpuOptimizer};
 use cifar_kern::cuda::{DeviceFloat, Gpu, GpuTensor};
 use cifar_kern::optim::{LrSchedule, Optimizer, OptimizerConfig, OptimizerKind};
 use cifar_kern::{Float, Tensor};
-use gpu_util::{assert_bit_identical, assert_close, model_params, randn};
+use libtest_mimic::Trial;
 use std::collections::BTreeMap;
 
 /// The optax chain against the CPU's, update by update.
@@ -103,9 +103,8 @@ fn three_updates_match<T: DeviceFloat>(gpu: &Gpu, params: &BTreeMap<String, Tens
     }
 }
 
-#[test]
 fn gpu_optimizer_matches_cpu() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     for (kind, state) in model_params() {
         println!("{kind}");
         three_updates_match(gpu, &state.params, OPTIMIZER_PARITY);
@@ -114,9 +113,8 @@ fn gpu_optimizer_matches_cpu() {
 
 /// The f32 instantiation against the CPU's f32 chain (same expressions, so
 /// only the bias corrections' pow may differ by an ulp).
-#[test]
 fn gpu_optimizer_f32_matches_cpu() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let (_, state) = &model_params()[1];
     let params: BTreeMap<String, Tensor<f32>> = state.params.iter().map(|(k, v)| (k.clone(), v.cast())).collect();
     three_updates_match(gpu, &params, 1e-6);
@@ -124,9 +122,8 @@ fn gpu_optimizer_f32_matches_cpu() {
 
 /// Two updates, the state through the host into a fresh optimiser, a third
 /// update: the same bits as three straight updates, and as a rerun.
-#[test]
 fn gpu_optimizer_resumes_and_reruns_exactly() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let (_, state) = &model_params()[0];
     let layout = FlatLayout::of(&state.params);
     for (name, config) in configs() {
@@ -154,9 +151,8 @@ fn gpu_optimizer_resumes_and_reruns_exactly() {
 }
 
 /// State moves between the CPU and GPU optimisers both ways.
-#[test]
 fn gpu_optimizer_state_converts_to_and_from_the_cpu() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let (_, state) = &model_params()[2];
     let layout = FlatLayout::of(&state.params);
     for (name, config) in configs() {
@@ -180,4 +176,18 @@ fn gpu_optimizer_state_converts_to_and_from_the_cpu() {
         assert!(loaded.load_state(gpu, &foreign).is_err(), "{name}");
         assert_eq!(loaded.step_count(gpu), 1, "{name}: a refused state changes nothing");
     }
+}
+
+/// The `gpu_` tests of this family, ignored without a usable GPU.
+pub fn trials() -> Vec<Trial> {
+    needing(
+        "optim",
+        &[&crate::GPU],
+        tests![
+            gpu_optimizer_matches_cpu,
+            gpu_optimizer_f32_matches_cpu,
+            gpu_optimizer_resumes_and_reruns_exactly,
+            gpu_optimizer_state_converts_to_and_from_the_cpu
+        ],
+    )
 }

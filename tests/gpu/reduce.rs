@@ -3,15 +3,14 @@
 //! 4x4x184), forward and backward, with bit-identical reruns. Without a GPU
 //! each test prints "skipped: no GPU".
 
-mod gpu_parity;
-
-use cifar_kern::cuda::{reduce, Gpu};
+use crate::harness::needing;
+use crate::parity::{assert_close, assert_same_bits, randn, BATCH};
+use cifar_kern::cuda::reduce;
 use cifar_kern::ops::reduce as cpu;
-use gpu_parity::{assert_close, assert_same_bits, randn, BATCH};
+use libtest_mimic::Trial;
 
-#[test]
 fn gpu_mean_hw_network_heads() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     for (i, shape) in [
         [BATCH, 8, 8, 64],
         [BATCH, 7, 7, 128],
@@ -39,4 +38,9 @@ fn gpu_mean_hw_network_heads() {
         assert_same_bits(&first[0], &second[0], &format!("mean_hw rerun at {shape:?}"));
         assert_same_bits(&first[1], &second[1], &format!("mean_hw backward rerun at {shape:?}"));
     }
+}
+
+/// The `gpu_` tests of this family, ignored without a usable GPU.
+pub fn trials() -> Vec<Trial> {
+    needing("reduce", &[&crate::GPU], tests![gpu_mean_hw_network_heads])
 }

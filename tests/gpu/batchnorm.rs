@@ -3,13 +3,13 @@
 //! forward, the running-statistics update, train and eval backward, and
 //! bit-identical reruns. Without a GPU each test prints "skipped: no GPU".
 
-mod gpu_parity;
-
+use crate::harness::needing;
+use crate::parity::{assert_close, assert_same_bits, randn, rng, BATCH};
 use cifar_kern::cuda::batchnorm::{self, GpuBatchStats};
 use cifar_kern::cuda::Gpu;
 use cifar_kern::ops::batchnorm::{self as cpu, BatchStats};
 use cifar_kern::{Float, Tensor};
-use gpu_parity::{assert_close, assert_same_bits, randn, rng, BATCH};
+use libtest_mimic::Trial;
 use std::collections::BTreeSet;
 
 /// (H = W, channels of each BatchNorm at that resolution), per network.
@@ -118,31 +118,27 @@ fn check_reruns(gpu: &Gpu, shape: &[usize], seed: u64) {
 }
 
 fn check_network(layers: BnLayers, seed: u64) {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     for (i, shape) in shapes(layers).iter().enumerate() {
         check::<f64>(gpu, shape, seed + 10 * i as u64);
     }
 }
 
-#[test]
 fn gpu_batchnorm_googlenet_shapes() {
     check_network(GOOGLENET, 1000);
 }
 
-#[test]
 fn gpu_batchnorm_resnet_shapes() {
     check_network(RESNETS, 2000);
 }
 
-#[test]
 fn gpu_batchnorm_densenet_shapes() {
     check_network(DENSENET, 3000);
 }
 
 /// Odd sizes: 16 rows, rows and channels that fill no chunk or tile, a 2-D input.
-#[test]
 fn gpu_batchnorm_ragged_shapes() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     for (i, shape) in [&[16, 8][..], &[3, 5, 7, 33], &[1000, 1], &[2, 19, 19, 300]]
         .iter()
         .enumerate()
@@ -152,20 +148,34 @@ fn gpu_batchnorm_ragged_shapes() {
 }
 
 /// The f32 kernels, which accumulate in f64 like the CPU op.
-#[test]
 fn gpu_batchnorm_f32() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     check::<f32>(gpu, &[BATCH, 8, 8, 64], 5000);
     check::<f32>(gpu, &[BATCH, 32, 32, 16], 5010);
 }
 
-#[test]
 fn gpu_batchnorm_reruns_are_bit_identical() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     for (i, shape) in [[BATCH, 32, 32, 64], [BATCH, 15, 15, 12], [BATCH, 4, 4, 184]]
         .iter()
         .enumerate()
     {
         check_reruns(gpu, shape, 6000 + 10 * i as u64);
     }
+}
+
+/// The `gpu_` tests of this family, ignored without a usable GPU.
+pub fn trials() -> Vec<Trial> {
+    needing(
+        "batchnorm",
+        &[&crate::GPU],
+        tests![
+            gpu_batchnorm_googlenet_shapes,
+            gpu_batchnorm_resnet_shapes,
+            gpu_batchnorm_densenet_shapes,
+            gpu_batchnorm_ragged_shapes,
+            gpu_batchnorm_f32,
+            gpu_batchnorm_reruns_are_bit_identical
+        ],
+    )
 }

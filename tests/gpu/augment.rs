@@ -3,15 +3,15 @@
 //! images, in f32 (the training type, within 1e-5) and f64; bit-identical
 //! reruns. Without a GPU each test prints "skipped: no GPU" and passes.
 
-mod gpu_util;
-
+use crate::harness::needing;
+use crate::util::{assert_bit_identical, rng};
 use cifar_kern::cuda::augment::{augment_batch, identity_records, sample_records, upload_images, AugmentRecord};
 use cifar_kern::cuda::{DeviceFloat, Gpu};
 use cifar_kern::data::{
     normalize_batch, Augmentation, ImageSet, TrainLoader, TrainOptions, IMAGE_BYTES, IMAGE_SIZE, NUM_CLASSES,
 };
 use cifar_kern::Tensor;
-use gpu_util::{assert_bit_identical, rng};
+use libtest_mimic::Trial;
 use rand::Rng;
 use std::sync::Arc;
 
@@ -108,9 +108,8 @@ fn assert_batches_match<T: cifar_kern::Float>(gpu: &Tensor<T>, cpu: &Tensor<T>, 
     assert!(diff <= TOLERANCE, "{}: differs by {diff:e}", what(image));
 }
 
-#[test]
 fn gpu_augment_matches_cpu() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let set = random_images(0);
     let cases = records();
     let records: Vec<_> = cases.iter().map(|(i, aug)| AugmentRecord::new(*i, aug)).collect();
@@ -120,9 +119,8 @@ fn gpu_augment_matches_cpu() {
 }
 
 /// Identity records are the evaluation batches' plain normalisation.
-#[test]
 fn gpu_identity_records_normalise() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let set = random_images(2);
     let indices: Vec<usize> = (0..IMAGES).rev().collect();
     let got = gpu_batch::<f32>(gpu, &set, &identity_records(&indices));
@@ -133,9 +131,8 @@ fn gpu_identity_records_normalise() {
 
 /// A GPU batch built from `sample_records` of the loader's order is the
 /// CPU loader's batch.
-#[test]
 fn gpu_augment_reproduces_the_loader() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let set = Arc::new(random_images(3));
     let batch_size = 16;
     let options = TrainOptions {
@@ -157,9 +154,8 @@ fn gpu_augment_reproduces_the_loader() {
     }
 }
 
-#[test]
 fn gpu_augment_is_deterministic() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let set = random_images(4);
     let records = sample_records(&(0..IMAGES).collect::<Vec<_>>(), 42, 0);
     assert_bit_identical(
@@ -167,4 +163,18 @@ fn gpu_augment_is_deterministic() {
         &gpu_batch::<f32>(gpu, &set, &records),
         "augment",
     );
+}
+
+/// The `gpu_` tests of this family, ignored without a usable GPU.
+pub fn trials() -> Vec<Trial> {
+    needing(
+        "augment",
+        &[&crate::GPU],
+        tests![
+            gpu_augment_matches_cpu,
+            gpu_identity_records_normalise,
+            gpu_augment_reproduces_the_loader,
+            gpu_augment_is_deterministic
+        ],
+    )
 }

@@ -2,9 +2,11 @@
 //! networks' shapes. Outputs are poisoned (NaN) before each kernel writes
 //! them. Without a GPU each test prints "skipped: no GPU" and passes.
 
-use cifar_kern::cuda::{elementwise, Gpu};
+use crate::harness::needing;
+use cifar_kern::cuda::elementwise;
 use cifar_kern::ops;
 use cifar_kern::Tensor;
+use libtest_mimic::Trial;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -28,9 +30,8 @@ const SHAPES: [[usize; 4]; 4] = [
     [128, 4, 4, 184],
 ];
 
-#[test]
 fn gpu_elementwise_matches_cpu() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     for (i, shape) in SHAPES.iter().enumerate() {
         let (x, other) = (randn(shape, i as u64), randn(shape, 100 + i as u64));
         let (gx, gother) = (gpu.upload(&x), gpu.upload(&other));
@@ -46,4 +47,9 @@ fn gpu_elementwise_matches_cpu() {
         let sum = elementwise::add(gpu, &gx, &gother);
         assert_close(&gpu.download(&sum), &ops::elementwise::add(&x, &other), "add");
     }
+}
+
+/// The `gpu_` tests of this family, ignored without a usable GPU.
+pub fn trials() -> Vec<Trial> {
+    needing("ops", &[&crate::GPU], tests![gpu_elementwise_matches_cpu])
 }

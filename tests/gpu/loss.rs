@@ -3,12 +3,12 @@
 //! and at a batch longer than the reduction block; bit-identical reruns.
 //! Without a GPU each test prints "skipped: no GPU" and passes.
 
-mod gpu_util;
-
+use crate::harness::needing;
+use crate::util::{assert_bit_identical, assert_close, randn, rng, PARITY};
 use cifar_kern::cuda::{loss, DeviceBuffer, Gpu, GpuTensor};
 use cifar_kern::data::NUM_CLASSES;
 use cifar_kern::{ops, Tensor};
-use gpu_util::{assert_bit_identical, assert_close, randn, rng, PARITY};
+use libtest_mimic::Trial;
 use rand::Rng;
 
 /// Batch 128 (training), and more rows than the 256 threads of the
@@ -29,9 +29,8 @@ fn scalar(gpu: &Gpu, t: &GpuTensor<f64>) -> f64 {
     gpu.download(t).item()
 }
 
-#[test]
 fn gpu_cross_entropy_matches_cpu() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     for (i, n) in BATCHES.into_iter().enumerate() {
         let logits = randn(&[n, NUM_CLASSES], 3.0, i as u64);
         let labels = labels(n, 100 + i as u64);
@@ -50,9 +49,8 @@ fn gpu_cross_entropy_matches_cpu() {
     }
 }
 
-#[test]
 fn gpu_correct_matches_cpu_with_ties() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     for (i, n) in BATCHES.into_iter().enumerate() {
         // Logits of a few integer values, so rows often tie for the maximum
         // (the first one wins); labels drawn to hit a fair share.
@@ -69,9 +67,8 @@ fn gpu_correct_matches_cpu_with_ties() {
     }
 }
 
-#[test]
 fn gpu_loss_is_deterministic() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let n = 1000;
     let logits = gpu.upload(&randn(&[n, NUM_CLASSES], 3.0, 7));
     let labels = upload_labels(gpu, &labels(n, 8));
@@ -89,9 +86,8 @@ fn gpu_loss_is_deterministic() {
 }
 
 /// The f32 instantiation against the CPU's f32 op.
-#[test]
 fn gpu_loss_f32_matches_cpu() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let n = 128;
     let logits = randn(&[n, NUM_CLASSES], 3.0, 9).cast::<f32>();
     let labels = labels(n, 10);
@@ -102,4 +98,18 @@ fn gpu_loss_f32_matches_cpu() {
     let grad = loss::cross_entropy_backward(gpu, &glogits, &glabels, &gpu.upload(&Tensor::scalar(1.0f32)));
     let want = ops::loss::cross_entropy_backward(&logits, &labels, 1.0);
     assert_close(&gpu.download(&grad), &want, PARITY, "f32 backward");
+}
+
+/// The `gpu_` tests of this family, ignored without a usable GPU.
+pub fn trials() -> Vec<Trial> {
+    needing(
+        "loss",
+        &[&crate::GPU],
+        tests![
+            gpu_cross_entropy_matches_cpu,
+            gpu_correct_matches_cpu_with_ties,
+            gpu_loss_is_deterministic,
+            gpu_loss_f32_matches_cpu
+        ],
+    )
 }

@@ -4,11 +4,11 @@
 //! agree bit for bit, on every rerun. Without a GPU each test prints
 //! "skipped: no GPU".
 
-mod gpu_parity;
-
+use crate::harness::needing;
+use crate::parity::{assert_same_bits, randn, BATCH};
 use cifar_kern::cuda::{concat, Gpu};
 use cifar_kern::ops::concat as cpu;
-use gpu_parity::{assert_same_bits, randn, BATCH};
+use libtest_mimic::Trial;
 
 /// Concatenates pieces of `widths` channels behind `lead` dims and splits a
 /// random gradient back, against the CPU op, twice.
@@ -37,9 +37,8 @@ fn check(gpu: &Gpu, lead: &[usize], widths: &[usize], seed: u64) {
 }
 
 /// GoogleNet: (1x1, 3x3, 5x5, max) branch widths of each inception block.
-#[test]
 fn gpu_concat_googlenet_shapes() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let blocks: [(usize, [usize; 4]); 6] = [
         (32, [16, 32, 8, 8]),
         (32, [24, 48, 12, 12]),
@@ -54,9 +53,8 @@ fn gpu_concat_googlenet_shapes() {
 }
 
 /// DenseNet: each layer's input (growing by 16 from the block's start) and its 16 new channels.
-#[test]
 fn gpu_concat_densenet_shapes() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let blocks = [(32, 32), (16, 64), (8, 80), (4, 88)];
     for (b, &(hw, start)) in blocks.iter().enumerate() {
         for layer in 0..6 {
@@ -67,9 +65,21 @@ fn gpu_concat_densenet_shapes() {
 }
 
 /// Eleven pieces (two launches) and 2-D tensors.
-#[test]
 fn gpu_concat_many_pieces() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     check(gpu, &[3, 5, 7], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 90_000);
     check(gpu, &[37], &[5, 3], 91_000);
+}
+
+/// The `gpu_` tests of this family, ignored without a usable GPU.
+pub fn trials() -> Vec<Trial> {
+    needing(
+        "concat",
+        &[&crate::GPU],
+        tests![
+            gpu_concat_googlenet_shapes,
+            gpu_concat_densenet_shapes,
+            gpu_concat_many_pieces
+        ],
+    )
 }

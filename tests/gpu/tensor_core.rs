@@ -4,13 +4,12 @@
 //! ldmatrix row or a TF32 rounding that differs from `cvt.rna` shows as a
 //! difference. Without a GPU the test prints "skipped: no GPU" and passes.
 
-#[path = "emu/memory.rs"]
-mod memory;
-
+use crate::harness::needing;
+use crate::memory::Emu;
 use cifar_kern::cuda::tensor_core_check::gemm_plan;
 use cifar_kern::cuda::Gpu;
 use cifar_kern::Tensor;
-use memory::Emu;
+use libtest_mimic::Trial;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -40,9 +39,8 @@ fn tensor(shape: &[usize], mut value: impl FnMut() -> f32) -> Tensor<f32> {
     Tensor::new(shape, (0..shape.iter().product()).map(|_| value()).collect())
 }
 
-#[test]
 fn gpu_tensor_core_matches_the_emulation() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
 
     // Small integers: every product and sum is exact in fp32, so the
@@ -84,4 +82,13 @@ fn gpu_tensor_core_matches_the_emulation() {
             emulated.data()[i]
         );
     }
+}
+
+/// The `gpu_` tests of this family, ignored without a usable GPU.
+pub fn trials() -> Vec<Trial> {
+    needing(
+        "tensor_core",
+        &[&crate::GPU],
+        tests![gpu_tensor_core_matches_the_emulation],
+    )
 }

@@ -3,12 +3,13 @@
 //! against the same step on the CPU in float64: each within 1e-4 norm-wise
 //! relative error. Without a GPU it prints "skipped: no GPU".
 
+use crate::harness::needing;
 use cifar_kern::autograd::{Tape, Var};
 use cifar_kern::cuda::optim::{FlatLayout, GpuOptimizer};
-use cifar_kern::cuda::Gpu;
 use cifar_kern::models::{Ctx, ModelKind, ModelState};
 use cifar_kern::optim::{Optimizer, OptimizerConfig};
 use cifar_kern::{Float, Tensor};
+use libtest_mimic::Trial;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -41,9 +42,8 @@ fn assert_close<T: Float>(ours: &Tensor<T>, reference: &Tensor<f64>, floor: f64,
     assert!(err <= TOLERANCE, "{what}: relative error {err:.3e}");
 }
 
-#[test]
 fn gpu_training_step_matches_cpu_f64() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     for kind in ModelKind::ALL {
         let images = Tensor::<f64>::randn(&[BATCH, 32, 32, 3], 1.0, &mut rng);
@@ -75,4 +75,9 @@ fn gpu_training_step_matches_cpu_f64() {
             assert_close(&gpu_state.batch_stats[name], s, 0.0, &format!("{kind} running {name}"));
         }
     }
+}
+
+/// The `gpu_` tests of this family, ignored without a usable GPU.
+pub fn trials() -> Vec<Trial> {
+    needing("step", &[&crate::GPU], tests![gpu_training_step_matches_cpu_f64])
 }

@@ -2,11 +2,11 @@
 //! network's head shape at batch 128, and bit-identical reruns. Without a
 //! GPU each test prints "skipped: no GPU" and passes.
 
-mod gpu_util;
-
-use cifar_kern::cuda::{dense, Gpu};
+use crate::harness::{needing, plain};
+use crate::util::{assert_bit_identical, assert_close, model_params, randn, PARITY};
+use cifar_kern::cuda::dense;
 use cifar_kern::ops;
-use gpu_util::{assert_bit_identical, assert_close, model_params, randn, PARITY};
+use libtest_mimic::Trial;
 
 const BATCH: usize = 128;
 
@@ -27,14 +27,12 @@ fn head_shapes() -> Vec<(usize, usize)> {
     shapes
 }
 
-#[test]
 fn head_shapes_are_the_networks() {
     assert_eq!(head_shapes(), [(128, 10), (64, 10), (184, 10)]);
 }
 
-#[test]
 fn gpu_dense_matches_cpu() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     for (i, (k, o)) in head_shapes().into_iter().enumerate() {
         let seed = 10 * i as u64;
         let (x, w, b, dy) = (
@@ -54,9 +52,8 @@ fn gpu_dense_matches_cpu() {
     }
 }
 
-#[test]
 fn gpu_dense_is_deterministic() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let (k, o) = (184, 10);
     let (x, w, b, dy) = (
         gpu.upload(&randn(&[BATCH, k], 1.0, 1)),
@@ -75,9 +72,8 @@ fn gpu_dense_is_deterministic() {
 }
 
 /// The f32 instantiation against the CPU's f32 op.
-#[test]
 fn gpu_dense_f32_matches_cpu() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let (x, w, b, dy) = (
         randn(&[BATCH, 64], 1.0, 5).cast::<f32>(),
         randn(&[64, 10], 0.1, 6).cast::<f32>(),
@@ -100,9 +96,8 @@ fn gpu_dense_f32_matches_cpu() {
 }
 
 /// `ops::dense` sends GPU tensors to these kernels.
-#[test]
 fn gpu_dense_ops_dispatch_to_the_gpu() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let (x, w, b, dy) = (
         gpu.upload(&randn(&[BATCH, 64], 1.0, 11)),
         gpu.upload(&randn(&[64, 10], 0.1, 12)),
@@ -126,4 +121,20 @@ fn gpu_dense_ops_dispatch_to_the_gpu() {
         assert!(a.is_gpu());
         assert_bit_identical(&gpu.download(a), &gpu.download(b), "backward");
     }
+}
+
+/// The `gpu_` tests of this family, ignored without a usable GPU.
+pub fn trials() -> Vec<Trial> {
+    let mut trials = needing(
+        "dense",
+        &[&crate::GPU],
+        tests![
+            gpu_dense_matches_cpu,
+            gpu_dense_is_deterministic,
+            gpu_dense_f32_matches_cpu,
+            gpu_dense_ops_dispatch_to_the_gpu
+        ],
+    );
+    trials.extend(plain("dense", tests![head_shapes_are_the_networks]));
+    trials
 }

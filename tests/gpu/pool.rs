@@ -4,12 +4,12 @@
 //! bit-identical reruns. Max-pool inputs are pairwise distinct (no ties).
 //! Without a GPU each test prints "skipped: no GPU".
 
-mod gpu_parity;
-
+use crate::harness::needing;
+use crate::parity::{assert_close, assert_same_bits, distinct, randn, BATCH};
 use cifar_kern::cuda::{pool, Gpu};
 use cifar_kern::ops::pool as cpu;
 use cifar_kern::{Tensor, Window};
-use gpu_parity::{assert_close, assert_same_bits, distinct, randn, BATCH};
+use libtest_mimic::Trial;
 
 /// Max-pool forward (y, argmax) and backward against the CPU op, twice.
 fn check_max(gpu: &Gpu, x: &Tensor<f64>, win: &Window, seed: u64) {
@@ -71,9 +71,8 @@ fn odd_windows() -> Vec<([usize; 4], Window)> {
 
 /// GoogleNet: 32x32 -> 15x15 after block 2 (96 channels) and 15x15 -> 7x7
 /// after block 6 (128 channels), 3x3 stride 2 VALID.
-#[test]
 fn gpu_max_pool_googlenet_shapes() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let win = Window::valid([3, 3], [2, 2]);
     for (i, shape) in [[BATCH, 32, 32, 96], [BATCH, 15, 15, 128]].iter().enumerate() {
         check_max(gpu, &distinct(shape, 100 + i as u64), &win, 110 + i as u64);
@@ -82,9 +81,8 @@ fn gpu_max_pool_googlenet_shapes() {
 
 /// DenseNet's transitions: 2x2 stride 2 VALID, 32 -> 16 (64 channels),
 /// 16 -> 8 (80), 8 -> 4 (88).
-#[test]
 fn gpu_avg_pool_densenet_shapes() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let win = Window::valid([2, 2], [2, 2]);
     for (i, shape) in [[BATCH, 32, 32, 64], [BATCH, 16, 16, 80], [BATCH, 8, 8, 88]]
         .iter()
@@ -96,9 +94,8 @@ fn gpu_avg_pool_densenet_shapes() {
 
 /// The other pooling of each kind at the networks' shapes: max 2x2/2 and
 /// avg 3x3/2 (the kernels are shared, the window is a parameter).
-#[test]
 fn gpu_pools_swapped_windows() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     check_max(
         gpu,
         &distinct(&[BATCH, 32, 32, 64], 300),
@@ -113,9 +110,8 @@ fn gpu_pools_swapped_windows() {
     );
 }
 
-#[test]
 fn gpu_pools_padded_windows() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     for (i, (shape, win)) in odd_windows().iter().enumerate() {
         let seed = 400 + 10 * i as u64;
         check_max(gpu, &distinct(shape, seed), win, seed + 1);
@@ -124,9 +120,8 @@ fn gpu_pools_padded_windows() {
 }
 
 /// A NaN wins its windows, in the forward and in the argmax the backward uses.
-#[test]
 fn gpu_max_pool_nan_wins() {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let (shape, win) = ([2, 8, 8, 3], Window::same([3, 3], [2, 2], [8, 8]));
     let mut x = distinct(&shape, 500);
     for i in [0, 17, 100, 101, 250, 383] {
@@ -147,4 +142,19 @@ fn gpu_max_pool_nan_wins() {
         &cpu::max_backward(&dy, &argmax, &shape, &win),
         "max-pool backward with NaNs",
     );
+}
+
+/// The `gpu_` tests of this family, ignored without a usable GPU.
+pub fn trials() -> Vec<Trial> {
+    needing(
+        "pool",
+        &[&crate::GPU],
+        tests![
+            gpu_max_pool_googlenet_shapes,
+            gpu_avg_pool_densenet_shapes,
+            gpu_pools_swapped_windows,
+            gpu_pools_padded_windows,
+            gpu_max_pool_nan_wins
+        ],
+    )
 }

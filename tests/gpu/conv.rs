@@ -4,10 +4,12 @@
 //! give the same bits. Outputs are poisoned (NaN) before each kernel writes
 //! them. Without a GPU each test prints "skipped: no GPU" and passes.
 
+use crate::harness::needing;
 use cifar_kern::cuda::{conv, DeviceFloat, Gpu, GpuTensor};
 use cifar_kern::float::Float;
 use cifar_kern::ops::{self, Window};
 use cifar_kern::Tensor;
+use libtest_mimic::Trial;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -194,7 +196,7 @@ fn check<T: DeviceFloat>(
     gpu_op: impl Fn(&Gpu, &Inputs<T>) -> GpuTensor<T>,
     cpu_op: impl Fn(&Inputs<T>) -> Tensor<T>,
 ) {
-    let Some(gpu) = Gpu::for_tests() else { return };
+    let gpu = crate::gpu();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let all = T::NAME == "f64";
     for spec in specs().iter().filter(|s| all || s.bias || s.win.stride != [1, 1]) {
@@ -248,31 +250,41 @@ fn backward_bias<T: DeviceFloat>(seed: u64, tolerance: f64) {
     );
 }
 
-#[test]
 fn gpu_conv_forward_matches_cpu() {
     forward::<f64>(1, PARITY);
 }
 
-#[test]
 fn gpu_conv_backward_data_matches_cpu() {
     backward_data::<f64>(2, PARITY);
 }
 
-#[test]
 fn gpu_conv_backward_weight_matches_cpu() {
     backward_weight::<f64>(3, PARITY);
 }
 
-#[test]
 fn gpu_conv_backward_bias_matches_cpu() {
     backward_bias::<f64>(4, PARITY);
 }
 
 /// The f32 kernels (the trainer's) against the CPU op in f32.
-#[test]
 fn gpu_conv_f32_matches_cpu() {
     forward::<f32>(5, PARITY_F32);
     backward_data::<f32>(6, PARITY_F32);
     backward_weight::<f32>(7, PARITY_F32);
     backward_bias::<f32>(8, PARITY_F32);
+}
+
+/// The `gpu_` tests of this family, ignored without a usable GPU.
+pub fn trials() -> Vec<Trial> {
+    needing(
+        "conv",
+        &[&crate::GPU],
+        tests![
+            gpu_conv_forward_matches_cpu,
+            gpu_conv_backward_data_matches_cpu,
+            gpu_conv_backward_weight_matches_cpu,
+            gpu_conv_backward_bias_matches_cpu,
+            gpu_conv_f32_matches_cpu
+        ],
+    )
 }
