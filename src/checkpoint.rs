@@ -21,6 +21,7 @@
 //! never panics.
 
 use crate::float::Float;
+use crate::kill_point::{self, Phase};
 use crate::tensor::Tensor;
 use rmpv::Value;
 use safetensors::tensor::{Metadata as Header, TensorInfo};
@@ -86,7 +87,17 @@ impl fmt::Display for CheckpointError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "checkpoint {}: ", self.path.display())?;
         match &self.problem {
-            Problem::Io(e) => write!(f, "I/O error: {e}"),
+            Problem::Io(e) => {
+                write!(f, "I/O error: {e}")?;
+                let full = matches!(
+                    e.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::FileTooLarge | io::ErrorKind::QuotaExceeded
+                );
+                if full {
+                    write!(f, " (the disk is full, or a quota or file-size limit was reached)")?;
+                }
+                Ok(())
+            }
             Problem::NotMsgpack(e) => write!(f, "not a valid msgpack file: {e}"),
             Problem::NotSafetensors(e) => write!(f, "not a valid safetensors file: {e}"),
             Problem::Encode(e) => write!(f, "cannot encode as safetensors: {e}"),
@@ -447,7 +458,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     ));
     let written = (|| {
         let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
-        file.write_all(bytes)?;
+        let (first, second) = bytes.split_at(bytes.len() / 2);
+        file.write_all(first)?;
+        kill_point::reached(Phase::Save);
+        file.write_all(second)?;
         file.sync_all()?;
         fs::rename(&temp, path)?;
         // Sync the folder too, so the rename itself survives a power cut.
@@ -458,6 +472,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     written
+}
+
+/// Removes the temporary files that [`write_atomically`] leaves in `dir` when
+/// its process is killed mid-write (`.<name>.<pid>-<n>.tmp`). Only for a folder
+/// no other process is writing to (a run folder whose lock is held).
+pub fn remove_stale_temp_files(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") && path.is_file() {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads a checkpoint written by [`save`] (F64 tensors are rounded to f32).

@@ -4,6 +4,7 @@ use crate::autograd::{Tape, Var};
 use crate::checkpoint::{self, CheckpointMetadata};
 use crate::cuda;
 use crate::data::{eval_batches, ImageSet};
+use crate::kill_point::{self, Phase};
 use crate::models::{Ctx, ModelKind, ModelState};
 use crate::ops::loss;
 use crate::tensor::Tensor;
@@ -44,7 +45,10 @@ pub fn logits(kind: ModelKind, state: &ModelState<f32>, images: Tensor<f32>) -> 
 /// Fraction of `set[indices]` classified correctly, in eval mode.
 pub fn accuracy(kind: ModelKind, state: &ModelState<f32>, set: &ImageSet, indices: &[usize]) -> f64 {
     let correct: usize = eval_batches::<f32>(set, indices, EVAL_BATCH)
-        .map(|batch| loss::correct(&logits(kind, state, batch.images), &batch.labels))
+        .map(|batch| {
+            kill_point::reached(Phase::Eval);
+            loss::correct(&logits(kind, state, batch.images), &batch.labels)
+        })
         .sum();
     correct as f64 / indices.len() as f64
 }

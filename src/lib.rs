@@ -24,6 +24,7 @@ pub mod evaluate;
 pub mod fixtures;
 pub mod float;
 pub mod interrupt;
+pub mod kill_point;
 pub mod models;
 pub mod ops;
 pub mod optim;

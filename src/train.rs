@@ -22,6 +22,7 @@ use crate::data::{self, Batch, Cifar10, DataError, Split, TrainLoader, TrainOpti
 use crate::device::{Device, Placement};
 use crate::evaluate::{self, accuracy};
 use crate::interrupt;
+use crate::kill_point::{self, Phase};
 use crate::models::{Ctx, ModelKind, ModelState};
 use crate::ops::batchnorm::MOMENTUM;
 use crate::ops::loss;
@@ -33,7 +34,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -159,6 +160,40 @@ impl RunDir {
         self.0.join("curves.png")
     }
 
+    /// Takes the folder's lock (creating the folder), so a second `train`
+    /// into it refuses at once instead of interleaving its writes with ours,
+    /// and removes temp files that a killed run left. The lock lasts as long
+    /// as the returned file is open; the kernel releases it when the process
+    /// ends in any way (SIGKILL included), so it never goes stale.
+    fn lock(&self) -> Result<File> {
+        fs::create_dir_all(&self.0).with_context(|| format!("cannot create {}", self.0.display()))?;
+        let path = self.0.join(".train.lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                bail!(
+                    "{} is in use by another `cifar-kern train` ({}): wait for it to end, or train into another --out-dir",
+                    self.0.display(),
+                    holder.trim()
+                );
+            }
+            Err(TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+        file.set_len(0)?;
+        write!(file, "process {}", std::process::id())?;
+        checkpoint::remove_stale_temp_files(&self.0)
+            .with_context(|| format!("cannot clean up {}", self.0.display()))?;
+        Ok(file)
+    }
+
     /// Removes an earlier run's results and logs (metrics, TensorBoard
     /// events, curves), so a run started over (`--retrain`) logs from scratch.
     /// Checkpoints stay until the new run overwrites them.
@@ -210,6 +245,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
     }
     let placement = config.device.resolve()?;
     let run = RunDir::new(&config.out_dir, config.model);
+    let _lock = run.lock()?;
     if !config.retrain && run.results().exists() {
         eprintln!(
             "{} holds a finished {} run: evaluating its best checkpoint (pass --retrain to train anew)",
@@ -246,7 +282,6 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         );
     }
     let opt_config = OptimizerConfig::for_model(config.model, steps_per_epoch * config.epochs);
-    fs::create_dir_all(run.path()).with_context(|| format!("cannot create {}", run.path().display()))?;
 
     let (mut state, mut optimizer, mut progress) = if config.resume {
         resume(config, &run, opt_config, placement)?
@@ -269,6 +304,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
 
     while progress.epoch < config.epochs {
         let epoch = progress.epoch; // 0-based index of the epoch being run
+        kill_point::enter_epoch(epoch + 1);
         let started = Instant::now();
         let bar = progress_bar(config, steps_per_epoch, epoch);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0, 0);
@@ -312,7 +348,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
                 progress.best = Some((acc, progress.epoch));
                 let mut meta = metadata(config, optimizer.step_count(), progress.epoch);
                 meta.insert("val_accuracy".into(), acc.to_string());
-                save(&run.best(), &state, None, meta)?;
+                save(&run.best(), &state, None, meta).with_context(|| save_failed(&run, progress.epoch))?;
             }
         }
         let mut meta = metadata(config, optimizer.step_count(), progress.epoch);
@@ -320,13 +356,6 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
             meta.insert("best_val_accuracy".into(), best.to_string());
             meta.insert("best_epoch".into(), best_epoch.to_string());
         }
-        {
-            // Ctrl-C waits until the checkpoint and the line that names it agree.
-            let mut on_ctrl_c = interrupt::status();
-            save(&run.last(), &state, Some(&optimizer), meta)?;
-            *on_ctrl_c = interrupted_line(config, &run, progress.epoch);
-        }
-
         let line = json!({
             "epoch": progress.epoch, "step": optimizer.step_count(), "lr": lr,
             "train_loss": train_loss, "train_acc": train_acc, "val_acc": val_acc,
@@ -339,6 +368,14 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         events.scalar("learning_rate", lr, step)?;
         if let Some(acc) = val_acc {
             events.scalar("val/acc", acc, step)?;
+        }
+        // The epoch's log lines go first: if the process dies before `last`
+        // is replaced, `--resume` redoes the epoch and drops its lines.
+        {
+            // Ctrl-C waits until the checkpoint and the line that names it agree.
+            let mut on_ctrl_c = interrupt::status();
+            save(&run.last(), &state, Some(&optimizer), meta).with_context(|| save_failed(&run, progress.epoch))?;
+            *on_ctrl_c = interrupted_line(config, &run, progress.epoch);
         }
         let val_text = val_acc
             .map(|a| format!(", val acc {:.2}%", 100.0 * a))
@@ -447,6 +484,7 @@ pub fn train_step(
     }
     let correct = loss::correct(logits.value(), &batch.labels);
     let grads = tape.backward(&loss);
+    kill_point::reached(Phase::Step);
     let grads: BTreeMap<String, _> = next
         .params
         .keys()
@@ -504,6 +542,18 @@ fn save(
         tensors.extend(opt.state_tensors().into_iter().map(|(k, v)| (k, v.to_host())));
     }
     Ok(checkpoint::save(path, &tensors, &meta)?)
+}
+
+/// What a failed save at the end of `epoch` leaves, and how to go on: the
+/// atomic writes left `last.safetensors` as it was after the epoch before.
+fn save_failed(run: &RunDir, epoch: usize) -> String {
+    match epoch - 1 {
+        0 => "epoch 1 could not be saved and no checkpoint of this run exists yet: make room, then train again".into(),
+        saved => format!(
+            "epoch {epoch} could not be saved; {} still holds epoch {saved}: make room, then continue with --resume",
+            run.last().display()
+        ),
+    }
 }
 
 /// Restores the state of an interrupted run from its epoch-end checkpoint.
@@ -572,6 +622,7 @@ fn append_line(path: &Path, value: &Value) -> Result<()> {
 /// Evaluates the best checkpoint on validation and test, and records the
 /// results (which marks the run finished).
 fn finish(config: &TrainConfig, run: &RunDir, data: &Cifar10, placement: Placement) -> Result<RunResults> {
+    kill_point::enter_epoch(config.epochs + 1);
     let (state, meta) = evaluate::load_model(config.model, &run.best())?;
     let state = state.map(|t| placement.place(t.clone()));
     let split = Split::tutorial();
