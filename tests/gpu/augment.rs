@@ -1,7 +1,7 @@
 //! The GPU augmentation against `Augmentation::apply` and the CPU loader:
 //! many random augmentations (flips, full-size and extreme crops) of random
-//! images, in f32 (the training type, within 1e-5) and f64; bit-identical
-//! reruns. Without a GPU each test prints "skipped: no GPU" and passes.
+//! images, in f32 (the training type, within 1e-5) and f64 (within 1e-10);
+//! bit-identical reruns.
 
 use crate::harness::needing;
 use crate::util::{assert_bit_identical, rng};
@@ -17,9 +17,20 @@ use std::sync::Arc;
 
 const IMAGES: usize = 64;
 
-/// Largest difference allowed between a GPU value and the CPU's (f32 values
-/// of magnitude about 2).
-const TOLERANCE: f64 = 1e-5;
+/// Largest difference allowed between a GPU value and the CPU's, on values
+/// of magnitude at most 2.12 ((1 - 0.4465) / 0.2616): in f32, 1e-5. In f64
+/// the kernel does the CPU's double operations in the CPU's order through
+/// `_rn` intrinsics (never contracted into FMAs, `kernels/augment.cu`), so
+/// it should match to the bit, as it does in the emulator (`emu_augment_*`);
+/// 1e-10 is the other f64 bounds' value, which one float32 rounding
+/// (about 1e-7 on these values) fails.
+fn tolerance<T: cifar_kern::Float>() -> f64 {
+    if T::NAME == "f64" {
+        1e-10
+    } else {
+        1e-5
+    }
+}
 
 fn random_images(seed: u64) -> ImageSet {
     let mut rng = rng(seed);
@@ -105,7 +116,8 @@ fn max_difference<T: cifar_kern::Float>(a: &Tensor<T>, b: &Tensor<T>) -> (f64, u
 
 fn assert_batches_match<T: cifar_kern::Float>(gpu: &Tensor<T>, cpu: &Tensor<T>, what: impl Fn(usize) -> String) {
     let (diff, image) = max_difference(gpu, cpu);
-    assert!(diff <= TOLERANCE, "{}: differs by {diff:e}", what(image));
+    let bound = tolerance::<T>();
+    assert!(diff <= bound, "{}: differs by {diff:e}, bound {bound:e}", what(image));
 }
 
 fn gpu_augment_matches_cpu() {

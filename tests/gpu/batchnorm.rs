@@ -1,7 +1,7 @@
 //! CUDA batch norm against `ops::batchnorm`, in f64 (and once in f32), at
 //! every BatchNorm shape of the four networks at batch 128: train and eval
 //! forward, the running-statistics update, train and eval backward, and
-//! bit-identical reruns. Without a GPU each test prints "skipped: no GPU".
+//! bit-identical reruns.
 
 use crate::harness::needing;
 use crate::parity::{assert_close, assert_same_bits, randn, rng, BATCH};

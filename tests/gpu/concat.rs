@@ -1,8 +1,7 @@
 //! CUDA concatenation and split against `ops::concat`, in f64: the inception
 //! blocks' 4-way and the dense layers' 2-way concatenations at batch 128, and
 //! more pieces than one launch takes. Both are copies, so GPU and CPU must
-//! agree bit for bit, on every rerun. Without a GPU each test prints
-//! "skipped: no GPU".
+//! agree bit for bit, on every rerun.
 
 use crate::harness::needing;
 use crate::parity::{assert_same_bits, randn, BATCH};

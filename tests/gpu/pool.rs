@@ -2,7 +2,6 @@
 //! 3x3/2 max-pools and DenseNet's 2x2/2 avg-pools at batch 128, padded and
 //! overlapping/gapped windows at small sizes, NaN propagation, and
 //! bit-identical reruns. Max-pool inputs are pairwise distinct (no ties).
-//! Without a GPU each test prints "skipped: no GPU".
 
 use crate::harness::needing;
 use crate::parity::{assert_close, assert_same_bits, distinct, randn, BATCH};

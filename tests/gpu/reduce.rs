@@ -1,7 +1,6 @@
 //! CUDA mean over H and W against `ops::reduce`, in f64, at the inputs of the
 //! networks' heads at batch 128 (ResNets 8x8x64, GoogleNet 7x7x128, DenseNet
-//! 4x4x184), forward and backward, with bit-identical reruns. Without a GPU
-//! each test prints "skipped: no GPU".
+//! 4x4x184), forward and backward, with bit-identical reruns.
 
 use crate::harness::needing;
 use crate::parity::{assert_close, assert_same_bits, randn, BATCH};

@@ -1,7 +1,7 @@
 //! A full training step of each network on the GPU in float32 (forward,
 //! loss, every gradient, the optimiser update, the running statistics)
 //! against the same step on the CPU in float64: each within 1e-4 norm-wise
-//! relative error. Without a GPU it prints "skipped: no GPU".
+//! relative error.
 
 use crate::harness::needing;
 use cifar_kern::autograd::{Tape, Var};

@@ -2,7 +2,7 @@
 //! the GPU against their CPU emulation, through the check GEMM of
 //! `kernels/tensor_core_check.cu`: a misread fragment layout, a wrong
 //! ldmatrix row or a TF32 rounding that differs from `cvt.rna` shows as a
-//! difference. Without a GPU the test prints "skipped: no GPU" and passes.
+//! difference.
 
 use crate::harness::needing;
 use crate::memory::Emu;
