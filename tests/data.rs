@@ -1,5 +1,5 @@
 //! The data module on small synthetic CIFAR-10 copies written to temporary
-//! folders (and, when `CIFAR_KERN_DATA` names an unpacked real copy, on that).
+//! folders (the real files: `tests/fixtures/data.rs`).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -205,40 +205,6 @@ fn empty_data_dir_error_says_how_to_get_the_data() {
         msg.contains(ARCHIVE_NAME) && msg.contains("cifar-kern download"),
         "{msg}"
     );
-}
-
-#[test]
-fn real_cifar10_when_available() {
-    let Some(dir) = std::env::var_os("CIFAR_KERN_DATA") else {
-        eprintln!("skipped: set CIFAR_KERN_DATA to an unpacked CIFAR-10 copy to check the real files");
-        return;
-    };
-    let data = Cifar10::load(Path::new(&dir)).unwrap();
-    assert_eq!((data.train.len(), data.test.len()), (50_000, 10_000));
-    assert_eq!(data.class_names, CLASS_NAMES);
-    for (set, per_class) in [(&data.train, 5_000), (&data.test, 1_000)] {
-        let mut counts = [0; 10];
-        set.labels().iter().for_each(|&l| counts[l as usize] += 1);
-        assert_eq!(counts, [per_class; 10]);
-    }
-    // The published statistics are those of the training images, channel by channel (RGB).
-    let (mut sum, mut sum_sq) = ([0f64; 3], [0f64; 3]);
-    for pixel in data.train.images().chunks_exact(3) {
-        for c in 0..3 {
-            let v = f64::from(pixel[c]) / 255.0;
-            sum[c] += v;
-            sum_sq[c] += v * v;
-        }
-    }
-    let n = (50_000 * 32 * 32) as f64;
-    for c in 0..3 {
-        let mean = sum[c] / n;
-        let std = (sum_sq[c] / n - mean * mean).sqrt();
-        assert!(
-            (mean - MEAN[c]).abs() < 1e-7 && (std - STD[c]).abs() < 1e-7,
-            "channel {c}: {mean} {std}"
-        );
-    }
 }
 
 #[test]
