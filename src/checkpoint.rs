@@ -70,6 +70,9 @@ pub enum Problem {
         found: usize,
     },
     MissingTensor(String),
+    /// Msgpack nested deeper than [`FLAX_MAX_DEPTH`]: no Flax state dict is,
+    /// and decoding it further would risk the stack.
+    TooDeep,
     /// Content that starts like neither format (a text file, an image, ...).
     UnknownFormat,
 }
@@ -116,6 +119,11 @@ impl fmt::Display for CheckpointError {
                 "tensor `{tensor}` holds {found} bytes but its shape and dtype need {expected}"
             ),
             Problem::MissingTensor(name) => write!(f, "no tensor `{name}`"),
+            Problem::TooDeep => write!(
+                f,
+                "not a Flax checkpoint: its msgpack nests deeper than a Flax state dict ever does \
+                 (decoding stops at depth {FLAX_MAX_DEPTH})"
+            ),
             Problem::UnknownFormat => write!(
                 f,
                 "neither a safetensors checkpoint nor a Flax checkpoint (.ckpt): its first bytes match neither format"
@@ -168,6 +176,13 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>, CheckpointError> {
 /// The ext type code `flax.serialization` gives a numpy array.
 const FLAX_NDARRAY_EXT: i8 = 1;
 
+/// How deep the msgpack decoder may recurse, in rmpv's units (two per map or
+/// array, three for an array extension). The tutorial's state dicts nest five
+/// maps deep (the root, then `params/DenseBlock_0/DenseLayer_0/Conv_0/kernel`
+/// in DenseNet's), 13 units; 64 leaves room for some 30 levels, while a file
+/// of 100,000 nested arrays stops early, with an error that says so.
+const FLAX_MAX_DEPTH: usize = 64;
+
 /// Reads a Flax msgpack checkpoint into flat `a/b/c` names. float64 arrays are
 /// rounded to f32.
 pub fn read_flax_msgpack(path: &Path) -> Result<NamedTensors, CheckpointError> {
@@ -183,7 +198,10 @@ pub fn read_flax_msgpack(path: &Path) -> Result<NamedTensors, CheckpointError> {
 }
 
 fn flax_tensors(bytes: &[u8]) -> Result<NamedTensors, Problem> {
-    let root = read_whole_msgpack(bytes).map_err(Problem::NotMsgpack)?;
+    let root = read_whole_msgpack(bytes).map_err(|e| match e {
+        rmpv::decode::Error::DepthLimitExceeded => Problem::TooDeep,
+        e => Problem::NotMsgpack(e),
+    })?;
     let root = root.ok_or_else(|| Problem::Malformed("trailing bytes after the state dict".into()))?;
     if !root.is_map() {
         return Err(Problem::Malformed("the top level is not a map".into()));
@@ -193,9 +211,10 @@ fn flax_tensors(bytes: &[u8]) -> Result<NamedTensors, Problem> {
     Ok(tensors)
 }
 
-/// One msgpack value spanning all of `bytes`; `Ok(None)` when bytes are left over.
+/// One msgpack value spanning all of `bytes`, nested at most
+/// [`FLAX_MAX_DEPTH`] deep; `Ok(None)` when bytes are left over.
 fn read_whole_msgpack(mut bytes: &[u8]) -> Result<Option<Value>, rmpv::decode::Error> {
-    let value = rmpv::decode::read_value(&mut bytes)?;
+    let value = rmpv::decode::read_value_with_max_depth(&mut bytes, FLAX_MAX_DEPTH)?;
     Ok(bytes.is_empty().then_some(value))
 }
 

@@ -297,31 +297,11 @@ fn eval(
     Ok(())
 }
 
-/// Decodes an image file to 32x32 RGB bytes (HWC), resizing bilinearly if needed.
-fn read_image(path: &Path) -> Result<Vec<u8>> {
-    // The errors are formatted here, once: the image crate's own messages
-    // quote extensions oddly and repeat their cause under `{:#}`.
-    let cannot = |why: String| anyhow::anyhow!("cannot read image {}: {why}", path.display());
-    let bytes = std::fs::read(path).map_err(|e| cannot(e.to_string()))?;
-    // The format is told by content, whatever the file is named.
-    let format = image::guess_format(&bytes).map_err(|_| cannot("it is neither a PNG nor a JPEG file".into()))?;
-    let image = image::load_from_memory_with_format(&bytes, format)
-        .map_err(|e| cannot(e.to_string()))?
-        .to_rgb8();
-    let size = IMAGE_SIZE as u32;
-    let image = if image.dimensions() == (size, size) {
-        image
-    } else {
-        image::imageops::resize(&image, size, size, image::imageops::FilterType::Triangle)
-    };
-    Ok(image.into_raw())
-}
-
 fn predict(model: ModelKind, checkpoint: &Path, json: bool, paths: &[PathBuf]) -> Result<()> {
     let (state, _) = evaluate::load_model(model, checkpoint)?;
     let mut pixels = vec![0f32; paths.len() * IMAGE_BYTES];
     for (path, out) in paths.iter().zip(pixels.chunks_exact_mut(IMAGE_BYTES)) {
-        normalize_into(&read_image(path)?, out);
+        normalize_into(&data::read_image(path)?, out);
     }
     let images = Tensor::new(&[paths.len(), IMAGE_SIZE, IMAGE_SIZE, 3], pixels);
     let logits = evaluate::logits(model, &state, images);

@@ -153,7 +153,17 @@ pub fn find_batches_dir(data_dir: &Path) -> Result<PathBuf, DataError> {
 /// Reads one batch file of exactly `records` records; `data_dir` is only
 /// named in the errors' advice.
 pub fn read_batch_file(path: &Path, records: usize, data_dir: &Path) -> Result<ImageSet, DataError> {
-    let bytes = fs::read(path).map_err(|source| match source.kind() {
+    let expected = records * RECORD_BYTES;
+    let bad_size = |bytes: u64| DataError::BadSize {
+        path: path.to_path_buf(),
+        bytes,
+        expected: expected as u64,
+        data_dir: data_dir.to_path_buf(),
+    };
+    // The size is checked before reading, so that a large file of the wrong
+    // kind is refused without being read into memory; and again after, in
+    // case the file changed in between.
+    let size = fs::metadata(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => DataError::MissingFile {
             path: path.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
@@ -163,14 +173,12 @@ pub fn read_batch_file(path: &Path, records: usize, data_dir: &Path) -> Result<I
             source,
         },
     })?;
-    let expected = records * RECORD_BYTES;
+    if size.len() != expected as u64 {
+        return Err(bad_size(size.len()));
+    }
+    let bytes = fs::read(path).map_err(DataError::io(path))?;
     if bytes.len() != expected {
-        return Err(DataError::BadSize {
-            path: path.to_path_buf(),
-            bytes: bytes.len() as u64,
-            expected: expected as u64,
-            data_dir: data_dir.to_path_buf(),
-        });
+        return Err(bad_size(bytes.len() as u64));
     }
     let plane = IMAGE_SIZE * IMAGE_SIZE;
     let mut images = vec![0u8; records * IMAGE_BYTES];

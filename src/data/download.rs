@@ -11,13 +11,14 @@
 
 use std::fs::{self, File};
 use std::io::{BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use flate2::read::GzDecoder;
 use md5::{Digest, Md5};
+use tar::EntryType;
 
-use super::{DataError, BATCHES_DIR};
+use super::{DataError, RefusedEntry, BATCHES_DIR};
 
 pub const CIFAR10_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
 /// MD5 of the official `cifar-10-binary.tar.gz`, lowercase hex.
@@ -122,22 +123,53 @@ pub fn check_md5(path: &Path, expected: &str) -> Result<(), DataError> {
 
 /// Unpacks a `cifar-10-binary.tar.gz` into `data_dir` through a temporary
 /// folder; returns the path of `data_dir/cifar-10-batches-bin`.
+///
+/// The archive may be one a user put there, unchecked, so every entry is
+/// vetted before it is written: only plain files and folders, at relative
+/// paths without `..`. Folders are made with default permissions, whatever
+/// the archive says, so the temporary folder can always be deleted again.
 pub fn unpack_archive(archive: &Path, data_dir: &Path) -> Result<PathBuf, DataError> {
     let staging = tempfile::Builder::new()
         .prefix(".cifar-unpack-")
         .tempdir_in(data_dir)
         .map_err(DataError::io(data_dir))?;
-    let bad_archive = |reason: String| DataError::Archive {
+    let bad_archive = |e: std::io::Error| DataError::Archive {
         path: archive.to_path_buf(),
-        reason,
+        reason: e.to_string(),
     };
     let file = File::open(archive).map_err(DataError::io(archive))?;
-    tar::Archive::new(GzDecoder::new(BufReader::new(file)))
-        .unpack(staging.path())
-        .map_err(|e| bad_archive(e.to_string()))?;
+    let mut tar = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
+    for entry in tar.entries().map_err(bad_archive)? {
+        let mut entry = entry.map_err(bad_archive)?;
+        let name = entry.path().map_err(bad_archive)?.into_owned();
+        let refuse = |why| DataError::RefusedEntry {
+            path: archive.to_path_buf(),
+            entry: name.display().to_string(),
+            why,
+        };
+        let inside = name
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if !inside {
+            return Err(refuse(RefusedEntry::LeavesFolder));
+        }
+        match entry.header().entry_type() {
+            EntryType::Regular => {
+                // `unpack_in` makes the missing parent folders; it returns
+                // false only for paths that leave the folder, refused above.
+                entry.unpack_in(staging.path()).map_err(bad_archive)?;
+            }
+            EntryType::Directory => fs::create_dir_all(staging.path().join(&name)).map_err(bad_archive)?,
+            EntryType::Symlink | EntryType::Link => return Err(refuse(RefusedEntry::Link)),
+            _ => return Err(refuse(RefusedEntry::NotFileOrFolder)),
+        }
+    }
     let unpacked = staging.path().join(BATCHES_DIR);
     if !unpacked.is_dir() {
-        return Err(bad_archive(format!("it holds no {BATCHES_DIR}/ folder")));
+        return Err(DataError::Archive {
+            path: archive.to_path_buf(),
+            reason: format!("it holds no {BATCHES_DIR}/ folder"),
+        });
     }
     let target = data_dir.join(BATCHES_DIR);
     if target.exists() {

@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::download::{ARCHIVE_NAME, CIFAR10_URL};
+use super::image_file::ImageProblem;
 
 #[derive(Debug)]
 pub enum DataError {
@@ -36,6 +37,14 @@ pub enum DataError {
     Io { path: PathBuf, source: io::Error },
     /// The archive could not be unpacked, or does not hold the batches folder.
     Archive { path: PathBuf, reason: String },
+    /// An archive entry that unpacking refuses, named as the archive names it.
+    RefusedEntry {
+        path: PathBuf,
+        entry: String,
+        why: RefusedEntry,
+    },
+    /// An image given to `predict` that cannot be classified.
+    Image { path: PathBuf, problem: ImageProblem },
     /// A file's MD5 digest is not the expected one.
     Checksum {
         path: PathBuf,
@@ -48,6 +57,19 @@ pub enum DataError {
         data_dir: PathBuf,
         reason: String,
     },
+}
+
+/// Why an archive entry is refused. The official archive holds only plain
+/// files and folders under `cifar-10-batches-bin/`; anything else could write
+/// outside the data directory or point there later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedEntry {
+    /// A symbolic or hard link.
+    Link,
+    /// A device, FIFO, sparse file or other entry that is neither a file nor a folder.
+    NotFileOrFolder,
+    /// An absolute path, or one with a `..` component.
+    LeavesFolder,
 }
 
 impl DataError {
@@ -123,6 +145,20 @@ impl fmt::Display for DataError {
                 "cannot unpack {}: {reason}: delete it and download the archive again",
                 path.display()
             ),
+            DataError::RefusedEntry { path, entry, why } => {
+                let what = match why {
+                    RefusedEntry::Link => "is a link",
+                    RefusedEntry::NotFileOrFolder => "is neither a file nor a folder",
+                    RefusedEntry::LeavesFolder => "would be written outside the data directory",
+                };
+                write!(
+                    f,
+                    "refusing to unpack {}: its entry {entry:?} {what}, and the CIFAR-10 archive holds only \
+                     plain files and folders: delete it and download the archive again",
+                    path.display()
+                )
+            }
+            DataError::Image { path, problem } => write!(f, "cannot read image {}: {problem}", path.display()),
             DataError::Checksum { path, expected, actual } => write!(
                 f,
                 "{} has MD5 {actual}, expected {expected}: the file is corrupt or incomplete; download it again",

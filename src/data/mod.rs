@@ -4,6 +4,7 @@
 //!
 //! - [`cifar`]: the files, validated, into u8 NHWC [`ImageSet`]s.
 //! - [`download`]: the official archive, MD5-checked and unpacked atomically.
+//! - [`image_file`]: the PNG and JPEG images `predict` classifies.
 //! - [`split`]: the tutorial's 45,000 / 5,000 split.
 //! - [`transform`]: normalisation, and flip + random resized crop for training.
 //! - [`loader`]: shuffled, augmented training batches built by worker
@@ -15,6 +16,7 @@
 pub mod cifar;
 pub mod download;
 mod error;
+pub mod image_file;
 pub mod loader;
 mod rng;
 pub mod split;
@@ -22,7 +24,8 @@ pub mod transform;
 
 pub use cifar::{Cifar10, ImageSet, BATCHES_DIR, CLASS_NAMES};
 pub use download::{check_md5, download, download_from, unpack_archive};
-pub use error::DataError;
+pub use error::{DataError, RefusedEntry};
+pub use image_file::{read_image, ImageProblem};
 pub use loader::{eval_batches, training_augmentation, Batch, EpochBatches, TrainLoader, TrainOptions};
 pub use rng::image_rng;
 pub use split::Split;
