@@ -2,6 +2,8 @@
 //! classifiers of the UvA "Inception, ResNet and DenseNet" tutorial.
 //!
 //! - [`tensor`]: the host tensor (NHWC activations, HWIO kernels).
+//! - [`layers`]: what a layer is whichever backend computes it (window
+//!   geometry, shape checks, batch-norm constants), below `ops` and `cuda`.
 //! - [`ops`]: the op interface, forward and backward of every layer; the CPU
 //!   reference backend, generic over `f32`/`f64`.
 //! - [`autograd`]: the tape that records ops in train mode and runs their
@@ -25,6 +27,7 @@ pub mod fixtures;
 pub mod float;
 pub mod interrupt;
 pub mod kill_point;
+pub mod layers;
 pub mod models;
 pub mod ops;
 pub mod optim;
@@ -36,5 +39,5 @@ pub mod train;
 
 pub use autograd::{Grads, Tape, Var};
 pub use float::Float;
-pub use ops::Window;
+pub use layers::Window;
 pub use tensor::Tensor;

@@ -14,7 +14,7 @@
 use super::launch::{element_ptr, Launch};
 use super::{launch_1d, DeviceFloat, Gpu, GpuTensor};
 use crate::float::Float;
-use crate::ops::batchnorm::{EPS, MOMENTUM};
+use crate::layers::batchnorm::{BatchStats, EPS, MOMENTUM};
 use cudarc::driver::LaunchConfig;
 
 /// Rows per chunk of the first reduction level: 131,072 rows (128x32x32)
@@ -37,7 +37,7 @@ const GRAD_COEFS: usize = 5;
 
 /// The statistics a train-mode forward normalised with: the CPU op's type,
 /// holding GPU tensors.
-pub type GpuBatchStats<T> = crate::ops::batchnorm::BatchStats<T>;
+pub type GpuBatchStats<T> = BatchStats<T>;
 
 /// Device addresses of per-channel statistics: `c` elements of T each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

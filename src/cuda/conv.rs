@@ -14,7 +14,7 @@
 use super::launch::Launch;
 use super::{launch_1d, DeviceFloat, Gpu, GpuTensor};
 use crate::float::Float;
-use crate::ops::Window;
+use crate::layers::Window;
 use cudarc::driver::LaunchConfig;
 
 /// `GEMM_TILE`, `GEMM_BK` and `GEMM_THREADS` in conv.cu.

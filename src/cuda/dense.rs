@@ -6,6 +6,7 @@
 use super::launch::Launch;
 use super::{launch_1d, DeviceFloat, Gpu, GpuTensor};
 use crate::float::Float;
+use crate::layers::dense::{dims, forward_dims};
 
 crate::kernel_params! {
     /// `MatmulParams<T>` in dense.cu.
@@ -137,8 +138,7 @@ pub fn backward_plan<T: Float>(
 }
 
 pub fn forward<T: DeviceFloat>(gpu: &Gpu, x: &GpuTensor<T>, w: &GpuTensor<T>, b: &GpuTensor<T>) -> GpuTensor<T> {
-    let (n, k, o) = crate::ops::dense::dims(x, w);
-    assert_eq!(b.shape(), [o], "dense bias must have shape [{o}]");
+    let (n, k, o) = forward_dims(x, w, b);
     let y = gpu.alloc::<T>(&[n, o]);
     let plan = forward_plan::<T>(gpu.ptr(x), gpu.ptr(w), gpu.ptr(b), gpu.ptr(&y), (n, k, o));
     // SAFETY: x, w, b and y have the shapes of the dims checked above.
@@ -153,7 +153,7 @@ pub fn backward<T: DeviceFloat>(
     x: &GpuTensor<T>,
     w: &GpuTensor<T>,
 ) -> (GpuTensor<T>, GpuTensor<T>, GpuTensor<T>) {
-    let (n, k, o) = crate::ops::dense::dims(x, w);
+    let (n, k, o) = dims(x, w);
     assert_eq!(dy.shape(), [n, o], "dense backward: dy shape");
     let (dx, dw, db) = (gpu.alloc::<T>(&[n, k]), gpu.alloc::<T>(&[k, o]), gpu.alloc::<T>(&[o]));
     let grads = (gpu.ptr(&dx), gpu.ptr(&dw), gpu.ptr(&db));

@@ -10,7 +10,7 @@
 use super::launch::Launch;
 use super::{launch_1d, DeviceBuffer, DeviceFloat, Gpu, GpuTensor};
 use crate::float::Float;
-use crate::ops::{nhwc, Window};
+use crate::layers::{nhwc, Window};
 
 /// Max-pool's argmax on the GPU: per output element, the index within its
 /// image (`(iy * w + ix) * c + ch`) of the input element that won.

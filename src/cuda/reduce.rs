@@ -5,7 +5,7 @@
 use super::launch::Launch;
 use super::{launch_1d, DeviceFloat, Gpu, GpuTensor};
 use crate::float::Float;
-use crate::ops::nhwc;
+use crate::layers::nhwc;
 
 crate::kernel_params! {
     /// `MeanHwParams<T>` in reduce.cu.

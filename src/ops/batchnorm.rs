@@ -17,16 +17,7 @@ use crate::float::Float;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
-pub const EPS: f64 = 1e-5;
-pub const MOMENTUM: f64 = 0.99;
-
-/// What a train-mode forward returns besides `y`.
-pub struct BatchStats<T> {
-    /// Batch mean per channel.
-    pub mean: Tensor<T>,
-    /// Biased batch variance per channel.
-    pub var: Tensor<T>,
-}
+pub use crate::layers::batchnorm::{BatchStats, EPS, MOMENTUM};
 
 /// Per-channel `(mean, biased variance)` of a `[.., c]` tensor, in f64.
 fn moments<T: Float>(x: &[T], c: usize) -> (Vec<f64>, Vec<f64>) {

@@ -4,27 +4,14 @@
 use super::channel_sum;
 use crate::cuda::{self, dense as gpu_ops};
 use crate::float::Float;
+use crate::layers::dense::{dims, forward_dims};
 use crate::tensor::Tensor;
-
-/// `(n, k, o)` of `x: [n, k]` and `w: [k, o]`, checked.
-pub(crate) fn dims<T>(x: &Tensor<T>, w: &Tensor<T>) -> (usize, usize, usize) {
-    let (&[n, k], &[k2, o]) = (x.shape(), w.shape()) else {
-        panic!(
-            "dense wants x [n, k] and w [k, o], got {:?} and {:?}",
-            x.shape(),
-            w.shape()
-        )
-    };
-    assert_eq!(k, k2, "dense: x has {k} features, kernel expects {k2}");
-    (n, k, o)
-}
 
 pub fn forward<T: Float>(x: &Tensor<T>, w: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     if x.is_gpu() {
         return gpu_ops::forward(cuda::gpu(), x, w, b);
     }
-    let (n, k, o) = dims(x, w);
-    assert_eq!(b.shape(), [o], "dense bias must have shape [{o}]");
+    let (n, k, o) = forward_dims(x, w, b);
     let mut y: Vec<T> = (0..n).flat_map(|_| b.data().iter().copied()).collect();
     T::gemm(
         n,
