@@ -13,7 +13,9 @@ use std::fmt;
 /// A tensor: its shape and its elements, on the host or on the GPU.
 ///
 /// The ops in `crate::ops` accept either and dispatch on where their inputs
-/// live; element access ([`Tensor::data`]) is for host tensors only.
+/// live; element access ([`Tensor::data`]) is for host tensors only. This
+/// module imports neither: uploads and kernels live in `crate::cuda`, and
+/// `add_assign` in `crate::ops::elementwise`.
 pub struct Tensor<T> {
     shape: Vec<usize>,
     storage: Storage<T>,
@@ -122,7 +124,8 @@ impl<T: Float> Tensor<T> {
     fn host_data(&self) -> Cow<'_, [T]> {
         match &self.storage {
             Storage::Host(v) => Cow::Borrowed(v),
-            Storage::Gpu(_) => Cow::Owned(crate::cuda::gpu().download(self).into_data()),
+            // The slice's own stream: the GPU's one stream (`cuda::Gpu`).
+            Storage::Gpu(s) => Cow::Owned(s.stream().clone_dtoh(s).expect("device-to-host copy failed")),
         }
     }
 
@@ -199,18 +202,6 @@ impl<T: Float> Tensor<T> {
     /// Element-wise conversion to another float type.
     pub fn cast<U: Float>(&self) -> Tensor<U> {
         Tensor::new(&self.shape, self.host_data().iter().map(|&v| U::of(v.f64())).collect())
-    }
-
-    /// `self += other`, element-wise, where `self` lives.
-    pub fn add_assign(&mut self, other: &Tensor<T>) {
-        assert_eq!(self.shape, other.shape, "add_assign of mismatched shapes");
-        if self.is_gpu() {
-            *self = crate::ops::elementwise::add(self, other);
-            return;
-        }
-        for (a, &b) in self.data_mut().iter_mut().zip(other.data()) {
-            *a += b;
-        }
     }
 
     /// Euclidean norm, accumulated in f64.

@@ -45,6 +45,20 @@ pub fn relu_backward<T: Float>(dy: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
     Tensor::new(dy.shape(), dx)
 }
 
+impl<T: Float> Tensor<T> {
+    /// `self += other`, element-wise, where `self` lives.
+    pub fn add_assign(&mut self, other: &Tensor<T>) {
+        assert_eq!(self.shape(), other.shape(), "add_assign of mismatched shapes");
+        if self.is_gpu() {
+            *self = add(self, other);
+            return;
+        }
+        for (a, &b) in self.data_mut().iter_mut().zip(other.data()) {
+            *a += b;
+        }
+    }
+}
+
 pub fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     assert_eq!(a.shape(), b.shape(), "add of mismatched shapes");
     if a.is_gpu() {
