@@ -11,14 +11,41 @@
 use crate::data::cifar::RECORDS_PER_FILE as NUM_TEST_IMAGES;
 use crate::data::split::NUM_VAL_IMAGES;
 use crate::models::ModelKind;
-use crate::train::RunDir;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::fs;
 use std::io::ErrorKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The files of one model's run.
+pub struct RunDir(PathBuf);
+
+impl RunDir {
+    pub fn new(out_dir: &Path, model: ModelKind) -> Self {
+        RunDir(out_dir.join(model.name()))
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn best(&self) -> PathBuf {
+        self.0.join("best.safetensors")
+    }
+    pub fn last(&self) -> PathBuf {
+        self.0.join("last.safetensors")
+    }
+    pub fn results(&self) -> PathBuf {
+        self.0.join("results.json")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.0.join("metrics.jsonl")
+    }
+    /// The run's training curves (`cifar-kern plot`).
+    pub fn curves(&self) -> PathBuf {
+        self.0.join("curves.png")
+    }
+}
 
 /// One line of `metrics.jsonl`: what an epoch of training logged.
 #[derive(Clone, Debug, PartialEq)]

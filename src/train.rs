@@ -28,6 +28,7 @@ use crate::ops::batchnorm::MOMENTUM;
 use crate::ops::loss;
 use crate::optim::{Optimizer, OptimizerConfig, StateError};
 use crate::pictures::curves;
+use crate::runs::RunDir;
 use crate::tensor::Tensor;
 use crate::tensorboard::EventWriter;
 use anyhow::{bail, Context, Result};
@@ -133,41 +134,17 @@ impl RunResults {
     }
 }
 
-/// The files of one model's run.
-pub struct RunDir(PathBuf);
-
+/// Training's part of a run's folder ([`RunDir`] itself, its file names,
+/// lives in `runs.rs`, below `train` and `pictures`).
 impl RunDir {
-    pub fn new(out_dir: &Path, model: ModelKind) -> Self {
-        RunDir(out_dir.join(model.name()))
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-    pub fn best(&self) -> PathBuf {
-        self.0.join("best.safetensors")
-    }
-    pub fn last(&self) -> PathBuf {
-        self.0.join("last.safetensors")
-    }
-    pub fn results(&self) -> PathBuf {
-        self.0.join("results.json")
-    }
-    pub fn metrics(&self) -> PathBuf {
-        self.0.join("metrics.jsonl")
-    }
-    /// The run's training curves (`cifar-kern plot`).
-    pub fn curves(&self) -> PathBuf {
-        self.0.join("curves.png")
-    }
-
     /// Takes the folder's lock (creating the folder), so a second `train`
     /// into it refuses at once instead of interleaving its writes with ours,
     /// and removes temp files that a killed run left. The lock lasts as long
     /// as the returned file is open; the kernel releases it when the process
     /// ends in any way (SIGKILL included), so it never goes stale.
     fn lock(&self) -> Result<File> {
-        fs::create_dir_all(&self.0).with_context(|| format!("cannot create {}", self.0.display()))?;
-        let path = self.0.join(".train.lock");
+        fs::create_dir_all(self.path()).with_context(|| format!("cannot create {}", self.path().display()))?;
+        let path = self.path().join(".train.lock");
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -181,7 +158,7 @@ impl RunDir {
                 let holder = fs::read_to_string(&path).unwrap_or_default();
                 bail!(
                     "{} is in use by another `cifar-kern train` ({}): wait for it to end, or train into another --out-dir",
-                    self.0.display(),
+                    self.path().display(),
                     holder.trim()
                 );
             }
@@ -189,8 +166,8 @@ impl RunDir {
         }
         file.set_len(0)?;
         write!(file, "process {}", std::process::id())?;
-        checkpoint::remove_stale_temp_files(&self.0)
-            .with_context(|| format!("cannot clean up {}", self.0.display()))?;
+        checkpoint::remove_stale_temp_files(self.path())
+            .with_context(|| format!("cannot clean up {}", self.path().display()))?;
         Ok(file)
     }
 
@@ -198,7 +175,7 @@ impl RunDir {
     /// events, curves), so a run started over (`--retrain`) logs from scratch.
     /// Checkpoints stay until the new run overwrites them.
     fn clear_logs(&self) -> Result<()> {
-        let Ok(entries) = fs::read_dir(&self.0) else {
+        let Ok(entries) = fs::read_dir(self.path()) else {
             return Ok(());
         };
         for entry in entries {

@@ -13,8 +13,7 @@
 
 use super::save_png;
 use crate::checkpoint::{CheckpointMetadata, SafetensorsFile};
-use crate::runs::{EpochMetrics, RunRecord};
-use crate::train::RunDir;
+use crate::runs::{EpochMetrics, RunDir, RunRecord};
 use anyhow::{anyhow, bail, Result};
 use image::RgbImage;
 use plotters::coord::ranged1d::ValueFormatter;
