@@ -17,8 +17,8 @@ use super::{DataError, IMAGE_SIZE};
 /// The widest and tallest image accepted: twice the long side of a
 /// 48-megapixel camera picture (8,000 x 6,000).
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
-/// The most memory a decoder may take for one image: a 16-bit RGBA image of
-/// 33 megapixels, an 8-bit RGB one of 89.
+/// The most memory one image may take, decoded (a 16-bit RGBA image of 33
+/// megapixels) or as the 8-bit RGB copy the model reads (89 megapixels).
 const MAX_DECODED_BYTES: u64 = 256 << 20;
 
 /// What is wrong with an image file.
@@ -26,7 +26,8 @@ const MAX_DECODED_BYTES: u64 = 256 << 20;
 pub enum ImageProblem {
     Read(io::Error),
     NotPngOrJpeg,
-    /// Larger than [`MAX_IMAGE_SIDE`] on a side, or than the decoder's memory limit.
+    /// Larger than [`MAX_IMAGE_SIDE`] on a side, or than [`MAX_DECODED_BYTES`]
+    /// decoded or as RGB.
     TooLarge {
         width: u32,
         height: u32,
@@ -75,7 +76,10 @@ pub fn read_image(path: &Path) -> Result<Vec<u8>, DataError> {
         .into_dimensions()
         .map_err(|e| fail(ImageProblem::Decode(e)))?;
     let too_large = || fail(ImageProblem::TooLarge { width, height });
-    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+    // The decoder's limits below cover its own buffer; the RGB copy made
+    // after it is checked here, since a grey image triples in it.
+    let rgb_bytes = u64::from(width) * u64::from(height) * 3;
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || rgb_bytes > MAX_DECODED_BYTES {
         return Err(too_large());
     }
     let mut limits = Limits::default();

@@ -9,27 +9,36 @@ use crate::data::gzip;
 use crate::image::crc32;
 use cifar_kern::checkpoint::{self, SafetensorsFile};
 use cifar_kern::data::cifar::Cifar10;
+use cifar_kern::data::image_file::MAX_IMAGE_SIDE;
 use cifar_kern::data::{read_image, DataError, ImageProblem, RefusedEntry, BATCHES_DIR};
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use tar::EntryType;
 
-/// A `cifar-10-binary.tar.gz` of one entry, named byte for byte (the tar
-/// crate's own path setters refuse `..`, as they should).
-fn archive_of(name: &str, kind: EntryType, link: &str) -> Vec<u8> {
-    let mut header = tar::Header::new_gnu();
-    let raw = header.as_old_mut();
-    raw.name[..name.len()].copy_from_slice(name.as_bytes());
-    raw.linkname[..link.len()].copy_from_slice(link.as_bytes());
-    header.set_entry_type(kind);
-    header.set_mode(0o644);
-    let data: &[u8] = if kind == EntryType::Regular { b"pwned" } else { b"" };
-    header.set_size(data.len() as u64);
-    header.set_cksum();
+/// A `cifar-10-binary.tar.gz` of raw entries (name, type, link target,
+/// data), named byte for byte: the tar crate's own path setters refuse `..`,
+/// as they should.
+fn raw_archive(entries: &[(&str, EntryType, &str, &[u8])]) -> Vec<u8> {
     let mut tar = tar::Builder::new(Vec::new());
-    tar.append(&header, data).unwrap();
+    for &(name, kind, link, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        let raw = header.as_old_mut();
+        raw.name[..name.len()].copy_from_slice(name.as_bytes());
+        raw.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        tar.append(&header, data).unwrap();
+    }
     gzip(&tar.into_inner().unwrap())
+}
+
+/// An archive of one entry, with a few bytes of data if it is a file.
+fn archive_of(name: &str, kind: EntryType, link: &str) -> Vec<u8> {
+    let data: &[u8] = if kind == EntryType::Regular { b"pwned" } else { b"" };
+    raw_archive(&[(name, kind, link, data)])
 }
 
 /// Loads a data folder holding only `archive`; returns the error, after
@@ -68,6 +77,21 @@ fn archive_entries_that_leave_the_data_folder_are_refused() {
         assert_refused_entry(&archive_of(name, EntryType::Regular, ""), RefusedEntry::LeavesFolder);
     }
     assert!(!Path::new("/tmp/cifar-kern-absolute.bin").exists());
+}
+
+#[test]
+fn paths_from_gnu_long_names_and_pax_records_are_checked_too() {
+    let long_name = raw_archive(&[
+        ("././@LongLink", EntryType::GNULongName, "", b"../escaped.bin\0"),
+        ("harmless.bin", EntryType::Regular, "", b"pwned"),
+    ]);
+    let pax = raw_archive(&[
+        ("PaxHeaders/x", EntryType::XHeader, "", b"23 path=../escaped.bin\n"),
+        ("harmless.bin", EntryType::Regular, "", b"pwned"),
+    ]);
+    for archive in [long_name, pax] {
+        assert_refused_entry(&archive, RefusedEntry::LeavesFolder);
+    }
 }
 
 #[test]
@@ -145,6 +169,44 @@ fn an_image_claiming_100000_by_100000_pixels_is_refused_before_decoding() {
         "{message}"
     );
     assert!(message.contains("100000 x 100000 pixels"), "{message}");
+}
+
+#[test]
+fn an_image_within_the_side_limit_but_over_the_memory_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("large.png");
+    // 805 MB of RGB pixels, claimed by a file of a hundred bytes.
+    fs::write(&path, png_claiming(MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)).unwrap();
+    let err = read_image(&path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataError::Image {
+                problem: ImageProblem::TooLarge { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// Found by fuzz_jpeg (seed 0, iteration 100): a grey JPEG of 16384 x 13360
+/// pixels passed the decoder's 256 MiB limit (219 MB decoded), and its RGB
+/// copy then asked for 657 MB; the image crate panics when that fails.
+#[test]
+fn a_grey_jpeg_whose_rgb_copy_exceeds_the_memory_limit_is_refused() {
+    let mut jpeg = Vec::new();
+    image::GrayImage::new(8, 8)
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    // The frame header: marker, length, precision, then height and width.
+    let frame = jpeg.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
+    jpeg[frame + 5..frame + 9].copy_from_slice(&[0x40, 0x00, 0x34, 0x30]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grey.jpg");
+    fs::write(&path, jpeg).unwrap();
+    let err = read_image(&path).unwrap_err();
+    assert!(err.to_string().contains("13360 x 16384 pixels"), "{err}");
 }
 
 #[test]

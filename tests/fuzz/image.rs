@@ -7,6 +7,7 @@
 
 use crate::mutate::{self, interesting};
 use crate::{refused, Target};
+use cifar_kern::data::image_file::MAX_IMAGE_SIDE;
 use cifar_kern::data::read_image;
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, Rgb, Rgba};
 use rand::Rng;
@@ -29,7 +30,7 @@ pub fn png() -> Target<impl Fn(&mut ChaCha8Rng, &mut Vec<u8>), impl Fn(&[u8], &P
 pub fn jpeg() -> Target<impl Fn(&mut ChaCha8Rng, &mut Vec<u8>), impl Fn(&[u8], &Path) -> bool> {
     Target {
         name: "jpeg",
-        execs: 30_000,
+        execs: 6000,
         seeds: seeds(ImageFormat::Jpeg),
         // Start of image, frame, Huffman table, scan; end of image.
         tokens: &[
@@ -81,7 +82,11 @@ fn mutate_png(rng: &mut ChaCha8Rng, input: &mut Vec<u8>) {
         0 if &chunk[..4] == b"IHDR" && len == 13 => {
             // Width, height, bit depth, colour type, interlacing.
             let i = rng.random_range(0..2) * 4;
-            let side = if rng.random() { interesting(rng) as u32 } else { 100_000 };
+            let side = if rng.random_bool(0.75) {
+                interesting(rng) as u32
+            } else {
+                big_side(rng).into()
+            };
             chunk[4 + i..8 + i].copy_from_slice(&side.to_be_bytes());
         }
         1 if &chunk[..4] == b"IHDR" && len == 13 => {
@@ -112,6 +117,15 @@ fn mutate_png(rng: &mut ChaCha8Rng, input: &mut Vec<u8>) {
     };
     whole.extend(crc.to_be_bytes());
     input.splice(at..at + 12 + len, whole);
+}
+
+/// A side near [`MAX_IMAGE_SIDE`]: over it, the reader refuses the header;
+/// under it, only the memory limits stand between a short file and a picture
+/// of gigabytes. Such pictures take a second to decode, so they are drawn
+/// rarely: one time in four here, and rarer still for both sides.
+fn big_side(rng: &mut ChaCha8Rng) -> u16 {
+    let max = MAX_IMAGE_SIDE as u16;
+    [max + 1, u16::MAX, max + 1, rng.random_range(max / 2..=max)][rng.random_range(0..4)]
 }
 
 /// (offset, data length) of each whole chunk after the signature.
@@ -151,7 +165,11 @@ fn mutate_jpeg(rng: &mut ChaCha8Rng, input: &mut Vec<u8>) {
     // Marker, length (2 bytes), precision, then height and width.
     if let Some(at) = frame.filter(|&at| at + 9 <= input.len()) {
         let i = at + 5 + rng.random_range(0..2) * 2;
-        let side = if rng.random() { interesting(rng) as u16 } else { 65_000 };
+        let side = if rng.random_bool(0.75) {
+            interesting(rng) as u16
+        } else {
+            big_side(rng)
+        };
         input[i..i + 2].copy_from_slice(&side.to_be_bytes());
     }
 }
