@@ -188,7 +188,19 @@ fn mutate_archive(rng: &mut ChaCha8Rng, input: &mut Vec<u8>) {
         ".",
         "cifar-10-batches-bin",
     ];
-    match rng.random_range(0..8) {
+    match rng.random_range(0..9) {
+        8 => {
+            // A GNU long name or a pax path record, which renames the entry after it.
+            let name = NAMES[rng.random_range(0..NAMES.len())];
+            let entry = if rng.random() {
+                extension_entry(tar::EntryType::GNULongName, format!("{name}\0").as_bytes())
+            } else {
+                extension_entry(tar::EntryType::XHeader, &pax_record("path", name))
+            };
+            tar.splice(at..at, entry);
+            *input = gzip(&tar);
+            return;
+        }
         0 => tar[at + 156] = b"0123456gxLKSV\0"[rng.random_range(0..14)],
         1 => {
             let name = NAMES[rng.random_range(0..NAMES.len())];
@@ -228,6 +240,28 @@ fn mutate_archive(rng: &mut ChaCha8Rng, input: &mut Vec<u8>) {
         fix_checksum(&mut tar[at..at + BLOCK]);
     }
     *input = gzip(&tar);
+}
+
+/// A header of `kind` and its data, padded to whole blocks.
+fn extension_entry(kind: tar::EntryType, data: &[u8]) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+    header.set_entry_type(kind);
+    header.set_size(data.len() as u64);
+    header.set_cksum();
+    let mut entry = [header.as_bytes(), data].concat();
+    entry.resize(BLOCK + data.len().div_ceil(BLOCK) * BLOCK, 0);
+    entry
+}
+
+/// One pax record, "<length> <key>=<value>\n", its length counting itself.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3; // the space, '=' and '\n'
+    let mut len = rest + 1;
+    while len.to_string().len() + rest != len {
+        len += 1;
+    }
+    format!("{len} {key}={value}\n").into_bytes()
 }
 
 /// Where the headers are: each entry is a header block and its data, padded

@@ -13,6 +13,7 @@
 //! `scripts/fuzz.sh` runs the same tests longer. Environment variables:
 //! - `CIFAR_KERN_FUZZ_EXECS`: executions per target (default: each
 //!   target's own count, sized so the binary takes well under 40 s on 2 cores);
+//! - `CIFAR_KERN_FUZZ_SCALE`: or that many times each target's own count;
 //! - `CIFAR_KERN_FUZZ_SEED`: the seed (default 0);
 //! - `CIFAR_KERN_FUZZ_TRACE=1`: print each iteration before it runs, to find
 //!   the one that aborted the process (a stack overflow cannot be caught).
@@ -65,7 +66,8 @@ where
 {
     /// Runs the target and fails with every input that broke a rule.
     pub fn fuzz(self) {
-        let execs = env_u64("CIFAR_KERN_FUZZ_EXECS").unwrap_or(self.execs);
+        let scale = env_u64("CIFAR_KERN_FUZZ_SCALE").unwrap_or(1);
+        let execs = env_u64("CIFAR_KERN_FUZZ_EXECS").unwrap_or(self.execs * scale);
         let seed = env_u64("CIFAR_KERN_FUZZ_SEED").unwrap_or(0);
         let trace = env::var("CIFAR_KERN_FUZZ_TRACE").is_ok_and(|v| v == "1");
         // Each execution writes and deletes its files, which is most of its
@@ -80,6 +82,9 @@ where
         let started = Instant::now();
         let (mut accepted, mut failures) = (0u64, Vec::new());
         let mut done = 0;
+        // (seconds, iteration) of the slowest execution: a small file that
+        // takes long to refuse is worth knowing about too.
+        let mut slowest = (0.0, 0);
         while done < execs && failures.len() < MAX_FAILURES {
             let input = self.input(seed, done);
             if trace {
@@ -88,7 +93,12 @@ where
             let dir = scratch.path().join(done.to_string());
             fs::create_dir(&dir).unwrap();
             alloc_limit::enter(self.name, seed, done);
+            let timer = Instant::now();
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| (self.run)(&input, &dir)));
+            let seconds = timer.elapsed().as_secs_f64();
+            if seconds > slowest.0 {
+                slowest = (seconds, done);
+            }
             let oversized = alloc_limit::leave();
             let failure = match (outcome, oversized) {
                 (_, Some(bytes)) => Some(format!("asked for one allocation of {bytes} bytes")),
@@ -107,9 +117,11 @@ where
             done += 1;
         }
         println!(
-            "fuzz_{}: seed {seed}, {done} executions ({accepted} accepted) in {:.1} s",
+            "fuzz_{}: seed {seed}, {done} executions ({accepted} accepted) in {:.1} s; slowest: iteration {}, {:.3} s",
             self.name,
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            slowest.1,
+            slowest.0
         );
         assert!(
             failures.is_empty(),
