@@ -7,6 +7,10 @@
 //! whichever session trained it: its training time is the sum over the file.
 //! Should an epoch still appear twice (a file edited by hand), its last line
 //! counts.
+//!
+//! [`RunDir`] names a run's files: `train` writes them, `table` and `plot`
+//! read them (it lives here, below `train` and `pictures`, so no import
+//! circle joins them).
 
 use crate::data::cifar::RECORDS_PER_FILE as NUM_TEST_IMAGES;
 use crate::data::split::NUM_VAL_IMAGES;
