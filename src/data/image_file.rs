@@ -77,9 +77,10 @@ pub fn read_image(path: &Path) -> Result<Vec<u8>, DataError> {
         .map_err(|e| fail(ImageProblem::Decode(e)))?;
     let too_large = || fail(ImageProblem::TooLarge { width, height });
     // The decoder's limits below cover its own buffer; the RGB copy made
-    // after it is checked here, since a grey image triples in it.
-    let rgb_bytes = u64::from(width) * u64::from(height) * 3;
-    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || rgb_bytes > MAX_DECODED_BYTES {
+    // after it is checked here, since a grey image triples in it. The sides
+    // are checked first, so that the product cannot overflow.
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || u64::from(width) * u64::from(height) * 3 > MAX_DECODED_BYTES
+    {
         return Err(too_large());
     }
     let mut limits = Limits::default();

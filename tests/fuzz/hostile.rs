@@ -119,8 +119,9 @@ fn archive_entries_other_than_files_and_folders_are_refused() {
     }
 }
 
-/// A PNG whose header claims `width` x `height`, with a few bytes of pixels.
-fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+/// A PNG whose header claims `width` x `height` 8-bit pixels of `colour`
+/// type (0 grey, 2 RGB), with a few bytes of pixels.
+fn png_claiming(width: u32, height: u32, colour: u8) -> Vec<u8> {
     let chunk = |kind: &[u8], data: &[u8]| {
         let body = [kind, data].concat();
         [
@@ -131,7 +132,7 @@ fn png_claiming(width: u32, height: u32) -> Vec<u8> {
         .concat()
     };
     let mut ihdr = [width.to_be_bytes(), height.to_be_bytes()].concat();
-    ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB, no interlacing
+    ihdr.extend([8, colour, 0, 0, 0]); // no interlacing
     let mut pixels = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
     pixels.write_all(&[0; 64]).unwrap();
     let idat = pixels.finish().unwrap();
@@ -148,7 +149,7 @@ fn png_claiming(width: u32, height: u32) -> Vec<u8> {
 fn an_image_claiming_100000_by_100000_pixels_is_refused_before_decoding() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("huge.png");
-    fs::write(&path, png_claiming(100_000, 100_000)).unwrap();
+    fs::write(&path, png_claiming(100_000, 100_000, 2)).unwrap();
     let err = read_image(&path).unwrap_err();
     assert!(
         matches!(
@@ -171,12 +172,24 @@ fn an_image_claiming_100000_by_100000_pixels_is_refused_before_decoding() {
     assert!(message.contains("100000 x 100000 pixels"), "{message}");
 }
 
+/// Found by fuzz_png (seed 1, iteration 75357) in the first version of the
+/// memory check: a grey PNG of 4294967295 x 2147483647 pixels overflowed the
+/// byte count.
+#[test]
+fn an_image_whose_byte_count_overflows_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("widest.png");
+    fs::write(&path, png_claiming(u32::MAX, 0x7fff_ffff, 0)).unwrap();
+    let err = read_image(&path).unwrap_err();
+    assert!(err.to_string().contains("4294967295 x 2147483647 pixels"), "{err}");
+}
+
 #[test]
 fn an_image_within_the_side_limit_but_over_the_memory_limit_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("large.png");
     // 805 MB of RGB pixels, claimed by a file of a hundred bytes.
-    fs::write(&path, png_claiming(MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)).unwrap();
+    fs::write(&path, png_claiming(MAX_IMAGE_SIDE, MAX_IMAGE_SIDE, 2)).unwrap();
     let err = read_image(&path).unwrap_err();
     assert!(
         matches!(
