@@ -1,12 +1,12 @@
 //! Hostile inputs, refused with an error that names the file: archive
 //! entries that leave the data folder or are links, an image that claims
 //! 100,000 x 100,000 pixels, a safetensors header that claims 2^40 bytes,
-//! msgpack nested 100,000 deep. The allocator of [`crate::alloc_limit`]
-//! guards these tests too: a parser that believed the claimed sizes would
-//! abort the binary.
+//! msgpack nested 100,000 deep; and the inputs the fuzzer found, each test
+//! saying where. The allocator of [`crate::alloc_limit`] guards these tests
+//! too: a parser that believed the claimed sizes would abort the binary.
 
 use crate::data::gzip;
-use crate::image::crc32;
+use crate::image_files::crc32;
 use cifar_kern::checkpoint::{self, SafetensorsFile};
 use cifar_kern::data::cifar::Cifar10;
 use cifar_kern::data::image_file::MAX_IMAGE_SIDE;

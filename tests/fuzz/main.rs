@@ -18,14 +18,14 @@
 //! - `CIFAR_KERN_FUZZ_TRACE=1`: print each iteration before it runs, to find
 //!   the one that aborted the process (a stack overflow cannot be caught).
 //!
-//! A panicking input is saved under `target/tmp/fuzz-failures/` and named in
+//! A failing input is saved under `target/tmp/fuzz-failures/` and named in
 //! the failure message; the fixed ones live on as tests in [`hostile`].
 
 mod alloc_limit;
 mod checkpoint;
 mod data;
 mod hostile;
-mod image;
+mod image_files;
 mod mutate;
 
 use rand::{Rng, SeedableRng};
@@ -45,7 +45,7 @@ const MAX_FAILURES: usize = 5;
 /// One parser under test.
 pub struct Target<M, R> {
     pub name: &'static str,
-    /// Executions when `CIFAR_KERN_FUZZ_EXECS` is unset.
+    /// Executions in `cargo test` (see the environment variables above).
     pub execs: u64,
     pub seeds: Vec<Vec<u8>>,
     /// Format words that byte-level mutation splices in.
@@ -232,10 +232,10 @@ fn fuzz_flax() {
 
 #[test]
 fn fuzz_png() {
-    image::png().fuzz();
+    image_files::png().fuzz();
 }
 
 #[test]
 fn fuzz_jpeg() {
-    image::jpeg().fuzz();
+    image_files::jpeg().fuzz();
 }
