@@ -260,17 +260,6 @@ fn cuda_imports_ops(graph: &Graph) -> Vec<String> {
         .collect()
 }
 
-/// The one folder whose circles are known and not yet broken (issue 10
-/// follow-up): `data/`'s siblings import each other (`download` <-> `error`
-/// <-> `image_file`) and the parent `mod.rs` that re-exports them. They show
-/// on stderr; a circle anywhere else fails, and so does this exemption once
-/// `data/` has no circle left.
-const PENDING: &str = "src/data/";
-
-fn within(circle: &str, folder: &str) -> bool {
-    circle.split(" -> ").all(|f| f.starts_with(folder))
-}
-
 #[test]
 fn no_import_circle_and_cuda_never_imports_ops() {
     let (src, mut files) = (Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), BTreeMap::new());
@@ -279,12 +268,6 @@ fn no_import_circle_and_cuda_never_imports_ops() {
     // The parser sees imports at all: an op dispatches to its launcher.
     assert!(graph["src/ops/conv.rs"].contains("src/cuda/conv.rs"), "{graph:#?}");
     let (circles, cuda_ops) = (cycles(&graph), cuda_imports_ops(&graph));
-    let (pending, circles): (Vec<_>, Vec<_>) = circles.into_iter().partition(|c| within(c, PENDING));
-    eprintln!("pending import circles in {PENDING}:\n{}", pending.join("\n"));
-    assert!(
-        !pending.is_empty(),
-        "{PENDING} has no import circle left: remove PENDING from tests/imports.rs"
-    );
     assert!(circles.is_empty(), "import circles:\n{}", circles.join("\n"));
     assert!(
         cuda_ops.is_empty(),

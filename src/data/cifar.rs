@@ -11,11 +11,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::download::{unpack_archive, ARCHIVE_NAME};
-use super::{DataError, CHANNELS, IMAGE_BYTES, IMAGE_SIZE, NUM_CLASSES};
+use super::download::unpack_archive;
+use super::error::DataError;
+pub use super::format::BATCHES_DIR;
+use super::format::{ARCHIVE_NAME, CHANNELS, IMAGE_BYTES, IMAGE_SIZE, NUM_CLASSES};
 
-/// The folder the official archive unpacks to.
-pub const BATCHES_DIR: &str = "cifar-10-batches-bin";
 /// The training batches, concatenated in this order to index the 50,000 training images.
 pub const TRAIN_FILES: [&str; 5] = [
     "data_batch_1.bin",

@@ -18,13 +18,9 @@ use flate2::read::GzDecoder;
 use md5::{Digest, Md5};
 use tar::EntryType;
 
-use super::{DataError, RefusedEntry, BATCHES_DIR};
-
-pub const CIFAR10_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
-/// MD5 of the official `cifar-10-binary.tar.gz`, lowercase hex.
-pub const CIFAR10_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
-/// The archive's file name; placed in a data directory, it is unpacked on first use.
-pub const ARCHIVE_NAME: &str = "cifar-10-binary.tar.gz";
+use super::error::{DataError, RefusedEntry};
+use super::format::BATCHES_DIR;
+pub use super::format::{ARCHIVE_NAME, CIFAR10_MD5, CIFAR10_URL};
 
 /// Downloads the official archive and unpacks it into `data_dir`
 /// (created if needed); returns the path of `data_dir/cifar-10-batches-bin`.

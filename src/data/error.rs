@@ -8,8 +8,9 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::download::{ARCHIVE_NAME, CIFAR10_URL};
-use super::image_file::ImageProblem;
+use image::ImageError;
+
+use super::format::{ARCHIVE_NAME, BATCHES_DIR, CIFAR10_URL, IMAGE_SIZE, MAX_DECODED_BYTES, MAX_IMAGE_SIDE};
 
 #[derive(Debug)]
 pub enum DataError {
@@ -96,7 +97,7 @@ impl fmt::Display for DataError {
                  {batches}, or {ARCHIVE_NAME} in {dir}; run {cmd}, or, offline, fetch {CIFAR10_URL} elsewhere \
                  and put it in {dir}",
                 dir = data_dir.display(),
-                batches = data_dir.join(super::BATCHES_DIR).display(),
+                batches = data_dir.join(BATCHES_DIR).display(),
                 cmd = download_cmd(data_dir),
             ),
             DataError::MissingFile { path, data_dir } => write!(
@@ -170,7 +171,7 @@ impl fmt::Display for DataError {
                  file elsewhere and put it in {dir} as {ARCHIVE_NAME} (it is unpacked on first use), or put \
                  its .bin files in {batches}",
                 dir = data_dir.display(),
-                batches = data_dir.join(super::BATCHES_DIR).display(),
+                batches = data_dir.join(BATCHES_DIR).display(),
             ),
         }
     }
@@ -179,3 +180,35 @@ impl fmt::Display for DataError {
 // No `source()`: an `Io` message already ends with the I/O error, and
 // `anyhow`'s `{:#}` would print it a second time.
 impl std::error::Error for DataError {}
+
+/// What is wrong with an image file.
+#[derive(Debug)]
+pub enum ImageProblem {
+    Read(io::Error),
+    NotPngOrJpeg,
+    /// Larger than [`MAX_IMAGE_SIDE`] on a side, or than [`MAX_DECODED_BYTES`]
+    /// decoded or as RGB.
+    TooLarge {
+        width: u32,
+        height: u32,
+    },
+    /// The decoder's own complaint: a truncated or corrupt file.
+    Decode(ImageError),
+}
+
+impl fmt::Display for ImageProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageProblem::Read(e) => write!(f, "{e}"),
+            ImageProblem::NotPngOrJpeg => write!(f, "it is neither a PNG nor a JPEG file"),
+            ImageProblem::TooLarge { width, height } => write!(
+                f,
+                "its header says {width} x {height} pixels, more than predict decodes (at most \
+                 {MAX_IMAGE_SIDE} pixels a side and {} MiB): shrink it first, the model sees it at \
+                 {IMAGE_SIZE} x {IMAGE_SIZE} anyway",
+                MAX_DECODED_BYTES >> 20
+            ),
+            ImageProblem::Decode(e) => write!(f, "{e}"),
+        }
+    }
+}

@@ -6,52 +6,14 @@
 //! 100,000 pixels would otherwise ask for 30 GB. Every other size is resized
 //! to the model's 32x32.
 
-use std::fmt;
-use std::io::{self, Cursor};
+use std::io::Cursor;
 use std::path::Path;
 
 use image::{ImageError, ImageFormat, ImageReader, Limits};
 
-use super::{DataError, IMAGE_SIZE};
-
-/// The widest and tallest image accepted: twice the long side of a
-/// 48-megapixel camera picture (8,000 x 6,000).
-pub const MAX_IMAGE_SIDE: u32 = 16_384;
-/// The most memory one image may take, decoded (a 16-bit RGBA image of 33
-/// megapixels) or as the 8-bit RGB copy the model reads (89 megapixels).
-const MAX_DECODED_BYTES: u64 = 256 << 20;
-
-/// What is wrong with an image file.
-#[derive(Debug)]
-pub enum ImageProblem {
-    Read(io::Error),
-    NotPngOrJpeg,
-    /// Larger than [`MAX_IMAGE_SIDE`] on a side, or than [`MAX_DECODED_BYTES`]
-    /// decoded or as RGB.
-    TooLarge {
-        width: u32,
-        height: u32,
-    },
-    /// The decoder's own complaint: a truncated or corrupt file.
-    Decode(ImageError),
-}
-
-impl fmt::Display for ImageProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ImageProblem::Read(e) => write!(f, "{e}"),
-            ImageProblem::NotPngOrJpeg => write!(f, "it is neither a PNG nor a JPEG file"),
-            ImageProblem::TooLarge { width, height } => write!(
-                f,
-                "its header says {width} x {height} pixels, more than predict decodes (at most \
-                 {MAX_IMAGE_SIDE} pixels a side and {} MiB): shrink it first, the model sees it at \
-                 {IMAGE_SIZE} x {IMAGE_SIZE} anyway",
-                MAX_DECODED_BYTES >> 20
-            ),
-            ImageProblem::Decode(e) => write!(f, "{e}"),
-        }
-    }
-}
+use super::error::{DataError, ImageProblem};
+pub use super::format::MAX_IMAGE_SIDE;
+use super::format::{IMAGE_SIZE, MAX_DECODED_BYTES};
 
 /// Decodes a PNG or JPEG file to 32x32 RGB bytes (HWC), resizing bilinearly
 /// if needed.

@@ -2,6 +2,7 @@
 //! downloading them), the tutorial's train/validation split, normalisation,
 //! augmentation and the batch iterators.
 //!
+//! - [`format`]: image geometry, file names, size limits.
 //! - [`cifar`]: the files, validated, into u8 NHWC [`ImageSet`]s.
 //! - [`download`]: the official archive, MD5-checked and unpacked atomically.
 //! - [`image_file`]: the PNG and JPEG images `predict` classifies.
@@ -16,6 +17,7 @@
 pub mod cifar;
 pub mod download;
 mod error;
+pub mod format;
 pub mod image_file;
 pub mod loader;
 mod rng;
@@ -24,16 +26,10 @@ pub mod transform;
 
 pub use cifar::{Cifar10, ImageSet, BATCHES_DIR, CLASS_NAMES};
 pub use download::{check_md5, download, download_from, unpack_archive};
-pub use error::{DataError, RefusedEntry};
-pub use image_file::{read_image, ImageProblem};
+pub use error::{DataError, ImageProblem, RefusedEntry};
+pub use format::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE, NUM_CLASSES};
+pub use image_file::read_image;
 pub use loader::{eval_batches, training_augmentation, Batch, EpochBatches, TrainLoader, TrainOptions};
 pub use rng::image_rng;
 pub use split::Split;
 pub use transform::{normalize_batch, normalize_into, Augmentation, MEAN, STD};
-
-/// Images are `IMAGE_SIZE` x `IMAGE_SIZE` x `CHANNELS` (RGB).
-pub const IMAGE_SIZE: usize = 32;
-pub const CHANNELS: usize = 3;
-/// Bytes (u8 values) of one image.
-pub const IMAGE_BYTES: usize = IMAGE_SIZE * IMAGE_SIZE * CHANNELS;
-pub const NUM_CLASSES: usize = 10;
