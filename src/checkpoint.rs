@@ -405,18 +405,17 @@ pub fn save(path: &Path, tensors: &NamedTensors, metadata: &CheckpointMetadata) 
 /// hash order, which differs from process to process; sorted, two runs with
 /// one seed write the same bytes. The tensor data does not move: the header
 /// keeps its length rounded up to 8 bytes with trailing spaces, as the format
-/// pads it.
+/// pads it. (For zero tensors safetensors 0.8 writes a header that is not
+/// JSON, `{},"__metadata__":{}}`; such bytes pass through unchanged.)
 fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
     let header_len = u64::from_le_bytes(bytes[..SAFETENSORS_LEN_BYTES].try_into().expect("8 bytes")) as usize;
     let data = &bytes[SAFETENSORS_LEN_BYTES + header_len..];
-    let header: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&bytes[SAFETENSORS_LEN_BYTES..SAFETENSORS_LEN_BYTES + header_len])
-            .expect("safetensors wrote a JSON object");
-    let sorted = |value: &serde_json::Value| -> BTreeMap<String, serde_json::Value> {
-        serde_json::from_value(value.clone()).expect("an object")
+    type Entries = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
+    let Ok(header) =
+        serde_json::from_slice::<Entries>(&bytes[SAFETENSORS_LEN_BYTES..SAFETENSORS_LEN_BYTES + header_len])
+    else {
+        return bytes;
     };
-    let header: BTreeMap<&String, BTreeMap<String, serde_json::Value>> =
-        header.iter().map(|(key, value)| (key, sorted(value))).collect();
     let mut json = serde_json::to_vec(&header).expect("a map of strings serialises");
     json.resize(json.len().next_multiple_of(8), b' ');
     let mut out = Vec::with_capacity(SAFETENSORS_LEN_BYTES + json.len() + data.len());
