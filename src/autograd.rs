@@ -262,6 +262,7 @@ impl<T: Float> Tape<T> {
 
     pub fn add(&self, a: &Var<T>, b: &Var<T>) -> Var<T> {
         let y = ops::elementwise::add(&a.value, &b.value);
+        // Both gradients are dy: clones that share its elements, no copy.
         self.record(Rc::new(y), &[a, b], |dy, _| vec![Some(dy.clone()), Some(dy.clone())])
     }
 

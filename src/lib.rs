@@ -1,7 +1,10 @@
 //! cifar-kern: a small deep-learning engine that trains the CIFAR-10
 //! classifiers of the UvA "Inception, ResNet and DenseNet" tutorial.
 //!
-//! - [`tensor`]: the host tensor (NHWC activations, HWIO kernels).
+//! - [`tensor`]: the tensor (NHWC activations, HWIO kernels), its elements
+//!   shared between clones and copied on write.
+//! - [`counters`]: process-wide counts of copies, GPU allocations,
+//!   synchronisations and launches, for tests that bound them.
 //! - [`layers`]: what a layer is whichever backend computes it (window
 //!   geometry, shape checks, batch-norm constants), below `ops` and `cuda`.
 //! - [`ops`]: the op interface, forward and backward of every layer; the CPU
@@ -19,6 +22,7 @@
 
 pub mod autograd;
 pub mod checkpoint;
+pub mod counters;
 pub mod cuda;
 pub mod data;
 pub mod device;

@@ -1,14 +1,23 @@
-//! A dense, row-major tensor on the host.
+//! A dense, row-major tensor on the host or the GPU.
 //!
 //! Activations are NHWC, conv kernels HWIO, dense kernels (in, out): the
 //! layouts of Flax, so the tutorial's checkpoints load without transposes.
+//!
+//! The elements are shared, as candle's `Storage` is: cloning a tensor
+//! clones an `Arc`, so the tape, the optimiser and the model state can all
+//! hold the same parameter without copying it. Mutation is copy-on-write:
+//! [`Tensor::data_mut`] and [`Tensor::gpu_data_mut`] copy the elements only
+//! when another tensor still shares them, and count each such copy in
+//! [`crate::counters`], so a test can check that a training step makes none.
 
+use crate::counters::{self, Event};
 use crate::float::Float;
 use cudarc::driver::CudaSlice;
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 /// A tensor: its shape and its elements, on the host or on the GPU.
 ///
@@ -21,18 +30,20 @@ pub struct Tensor<T> {
     storage: Storage<T>,
 }
 
-/// Where a tensor's elements live.
+/// Where a tensor's elements live, shared between the tensors cloned from
+/// one another.
 pub enum Storage<T> {
-    Host(Vec<T>),
+    Host(Arc<Vec<T>>),
     /// Device memory of [`crate::cuda::gpu`], on its one stream.
-    Gpu(CudaSlice<T>),
+    Gpu(Arc<CudaSlice<T>>),
 }
 
-impl<T: Float> Clone for Tensor<T> {
+/// A clone shares the elements: no copy, on the host or the GPU.
+impl<T> Clone for Tensor<T> {
     fn clone(&self) -> Self {
         let storage = match &self.storage {
-            Storage::Host(v) => Storage::Host(v.clone()),
-            Storage::Gpu(s) => Storage::Gpu(s.clone()),
+            Storage::Host(v) => Storage::Host(Arc::clone(v)),
+            Storage::Gpu(s) => Storage::Gpu(Arc::clone(s)),
         };
         Tensor {
             shape: self.shape.clone(),
@@ -74,14 +85,7 @@ impl<T> Tensor<T> {
     /// The device buffer of a GPU tensor.
     pub fn gpu_data(&self) -> Option<&CudaSlice<T>> {
         match &self.storage {
-            Storage::Gpu(s) => Some(s),
-            Storage::Host(_) => None,
-        }
-    }
-
-    pub fn gpu_data_mut(&mut self) -> Option<&mut CudaSlice<T>> {
-        match &mut self.storage {
-            Storage::Gpu(s) => Some(s),
+            Storage::Gpu(s) => Some(s.as_ref()),
             Storage::Host(_) => None,
         }
     }
@@ -98,7 +102,7 @@ impl<T: Float> Tensor<T> {
         );
         Tensor {
             shape: shape.to_vec(),
-            storage: Storage::Host(data),
+            storage: Storage::Host(Arc::new(data)),
         }
     }
 
@@ -111,13 +115,17 @@ impl<T: Float> Tensor<T> {
         );
         Tensor {
             shape: shape.to_vec(),
-            storage: Storage::Gpu(data),
+            storage: Storage::Gpu(Arc::new(data)),
         }
     }
 
-    /// A host copy (a clone for a host tensor).
+    /// The tensor on the host: downloaded from the GPU, or for a host
+    /// tensor a clone (sharing its elements).
     pub fn to_host(&self) -> Tensor<T> {
-        Tensor::new(&self.shape, self.host_data().into_owned())
+        match &self.storage {
+            Storage::Host(_) => self.clone(),
+            Storage::Gpu(_) => Tensor::new(&self.shape, self.host_data().into_owned()),
+        }
     }
 
     /// The elements on the host: borrowed, or downloaded from the GPU.
@@ -125,7 +133,10 @@ impl<T: Float> Tensor<T> {
         match &self.storage {
             Storage::Host(v) => Cow::Borrowed(v),
             // The slice's own stream: the GPU's one stream (`cuda::Gpu`).
-            Storage::Gpu(s) => Cow::Owned(s.stream().clone_dtoh(s).expect("device-to-host copy failed")),
+            Storage::Gpu(s) => {
+                counters::add(Event::HostSync, 1);
+                Cow::Owned(s.stream().clone_dtoh(s.as_ref()).expect("device-to-host copy failed"))
+            }
         }
     }
 
@@ -166,17 +177,44 @@ impl<T: Float> Tensor<T> {
             Storage::Gpu(_) => panic!("{}", ON_GPU),
         }
     }
+
+    /// The elements of a host tensor, to change in place: copied first
+    /// (and counted) if another tensor shares them.
     pub fn data_mut(&mut self) -> &mut [T] {
         match &mut self.storage {
-            Storage::Host(v) => v,
+            Storage::Host(v) => {
+                if Arc::get_mut(v).is_none() {
+                    counters::add(Event::HostCopy, 1);
+                }
+                Arc::make_mut(v).as_mut_slice()
+            }
             Storage::Gpu(_) => panic!("{}", ON_GPU),
         }
     }
+
+    /// The elements of a host tensor, moved out unless shared (then copied
+    /// and counted, as by [`Self::data_mut`]).
     pub fn into_data(self) -> Vec<T> {
         match self.storage {
-            Storage::Host(v) => v,
+            Storage::Host(v) => Arc::try_unwrap(v).unwrap_or_else(|shared| {
+                counters::add(Event::HostCopy, 1);
+                shared.as_ref().clone()
+            }),
             Storage::Gpu(_) => panic!("{}", ON_GPU),
         }
+    }
+
+    /// The device buffer of a GPU tensor, to write in place: copied first
+    /// on the device (and counted) if another tensor shares it.
+    pub fn gpu_data_mut(&mut self) -> Option<&mut CudaSlice<T>> {
+        let Storage::Gpu(s) = &mut self.storage else {
+            return None;
+        };
+        if Arc::get_mut(s).is_none() {
+            counters::add(Event::DeviceCopy, 1);
+            *s = Arc::new(s.try_clone().expect("device-to-device copy failed"));
+        }
+        Arc::get_mut(s)
     }
 
     /// The only element of a one-element tensor.

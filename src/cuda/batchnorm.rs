@@ -520,8 +520,8 @@ pub fn update_running<T: DeviceFloat>(
         assert_eq!(t.shape(), running_mean.shape(), "running statistics shapes");
     }
     let running = StatsPtrs {
-        mean: gpu.ptr(running_mean),
-        var: gpu.ptr(running_var),
+        mean: gpu.ptr_mut(running_mean),
+        var: gpu.ptr_mut(running_var),
     };
     let plan = update_running_plan::<T>(running, stats_ptrs(gpu, batch), running_mean.numel());
     // SAFETY: all four hold c elements; the running ones are borrowed mutably.

@@ -33,9 +33,12 @@ pub mod pool;
 pub mod reduce;
 pub mod tensor_core_check;
 
+use crate::counters::{self, Event};
 use crate::float::Float;
 use crate::tensor::Tensor;
-use cudarc::driver::{CudaContext, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig};
+use cudarc::driver::{
+    CudaContext, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -156,6 +159,7 @@ impl Gpu {
     /// Every address in the plans' parameter structs must point into live
     /// device memory as large as the plan that built them assumed.
     pub unsafe fn run(&self, plan: &[launch::Launch]) {
+        counters::add(Event::KernelLaunch, plan.len() as u64);
         for l in plan {
             let f = self
                 .modules
@@ -184,6 +188,7 @@ impl Gpu {
 
     /// A GPU copy of a host tensor.
     pub fn upload<T: Float>(&self, t: &Tensor<T>) -> Tensor<T> {
+        counters::add(Event::DeviceAllocation, 1);
         Tensor::from_gpu(
             t.shape(),
             self.stream.clone_htod(t.data()).expect("host-to-device copy failed"),
@@ -193,6 +198,7 @@ impl Gpu {
     /// A host copy of a GPU tensor.
     pub fn download<T: Float>(&self, t: &Tensor<T>) -> Tensor<T> {
         let data = t.gpu_data().expect("download() of a host tensor");
+        counters::add(Event::HostSync, 1);
         Tensor::new(
             t.shape(),
             self.stream.clone_dtoh(data).expect("device-to-host copy failed"),
@@ -201,6 +207,7 @@ impl Gpu {
 
     /// An uninitialised GPU tensor: every kernel that returns one writes all of it.
     pub fn alloc<T: Float>(&self, shape: &[usize]) -> Tensor<T> {
+        counters::add(Event::DeviceAllocation, 1);
         // SAFETY: the memory is only read after a kernel has written it.
         let data = unsafe { self.stream.alloc::<T>(shape.iter().product()) }.expect("GPU out of memory");
         let t = Tensor::from_gpu(shape, data);
@@ -217,6 +224,15 @@ impl Gpu {
     pub fn ptr<T: Float>(&self, t: &Tensor<T>) -> u64 {
         let data = t.gpu_data().expect("a kernel argument must be a GPU tensor");
         let (ptr, _no_sync) = data.device_ptr(&self.stream);
+        ptr
+    }
+
+    /// The raw address of a GPU tensor's memory for a kernel to write in
+    /// place: the tensor's own buffer, copied first if another tensor
+    /// shares it (so the write cannot show through the other tensor).
+    pub fn ptr_mut<T: Float>(&self, t: &mut Tensor<T>) -> u64 {
+        let data = t.gpu_data_mut().expect("a kernel argument must be a GPU tensor");
+        let (ptr, _no_sync) = data.device_ptr_mut(&self.stream);
         ptr
     }
 
@@ -243,12 +259,14 @@ impl Gpu {
     }
 
     pub fn synchronize(&self) {
+        counters::add(Event::HostSync, 1);
         self.stream.synchronize().expect("GPU work failed");
     }
 
     /// Uninitialised device memory for `len` elements of a non-float type
     /// (max-pool's u32 argmax), poisoned with all bits set like [`Gpu::alloc`].
     pub fn alloc_buffer<E: DeviceRepr>(&self, len: usize) -> DeviceBuffer<E> {
+        counters::add(Event::DeviceAllocation, 1);
         // SAFETY: the memory is only read after a kernel has written it.
         let buffer = DeviceBuffer {
             data: unsafe { self.stream.alloc::<E>(len) }.expect("GPU out of memory"),
@@ -270,6 +288,7 @@ impl Gpu {
 
     /// A device copy of `data`.
     pub fn upload_buffer<T: DeviceRepr>(&self, data: &[T]) -> DeviceBuffer<T> {
+        counters::add(Event::DeviceAllocation, 1);
         DeviceBuffer {
             data: self.stream.clone_htod(data).expect("host-to-device copy failed"),
         }
@@ -277,6 +296,7 @@ impl Gpu {
 
     /// A host copy of a buffer.
     pub fn download_buffer<T: DeviceRepr>(&self, b: &DeviceBuffer<T>) -> Vec<T> {
+        counters::add(Event::HostSync, 1);
         self.stream.clone_dtoh(&b.data).expect("device-to-host copy failed")
     }
 

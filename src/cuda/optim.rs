@@ -327,7 +327,7 @@ impl<T: DeviceFloat> GpuOptimizer<T> {
         assert_eq!(grads.numel(), len, "step: gradients are not of the optimizer's layout");
         let plan = step_plan::<T>(
             &self.config,
-            gpu.ptr(params),
+            gpu.ptr_mut(params),
             gpu.ptr(grads),
             gpu.buffer_ptr(&self.mu),
             self.nu.as_ref().map_or(0, |nu| gpu.buffer_ptr(nu)),
