@@ -445,6 +445,11 @@ impl TrainOptimizer {
 
 /// One optimisation step; returns the batch's loss and how many images it
 /// classified correctly. A non-finite loss is an error and changes nothing.
+///
+/// Nothing of the state is copied: the forward reads the state's own
+/// parameters (the tape shares them) and only collects BatchNorm's batch
+/// statistics, so the state is untouched until the loss is known finite;
+/// then the optimiser and the running-statistics update change it in place.
 pub fn train_step(
     model: ModelKind,
     state: &mut ModelState<f32>,
@@ -452,28 +457,33 @@ pub fn train_step(
     batch: Batch,
 ) -> Result<(f64, usize)> {
     let tape = Tape::new();
-    let mut next = state.clone();
-    let logits = model.forward(&mut Ctx::new(&tape, &mut next, true), &Var::constant(batch.images));
+    let mut ctx = Ctx::new(&tape, state, true);
+    let logits = model.forward(&mut ctx, &Var::constant(batch.images));
+    let running = ctx.into_running_update();
     let loss = tape.cross_entropy(&logits, &batch.labels);
     let loss_value = f64::from(loss.value().item());
     if !loss_value.is_finite() {
         bail!("the loss became {loss_value}: lower the learning rate, or check the input data");
     }
     let correct = loss::correct(logits.value(), &batch.labels);
-    let grads = tape.backward(&loss);
+    let all_grads = tape.backward(&loss);
     kill_point::reached(Phase::Step);
-    let grads: BTreeMap<String, _> = next
+    let grads: BTreeMap<String, _> = state
         .params
         .keys()
         .map(|name| {
             (
                 name.clone(),
-                grads.get(name).expect("every parameter gets a gradient").clone(),
+                all_grads.get(name).expect("every parameter gets a gradient").clone(),
             )
         })
         .collect();
-    optimizer.step(&mut next.params, &grads);
-    *state = next;
+    // Everything of the forward goes before the update: whatever still
+    // shared a parameter would make the optimiser's in-place update copy it
+    // (backward has consumed the closures that held them; this makes sure).
+    drop((logits, loss, tape));
+    optimizer.step(&mut state.params, &grads);
+    state.update_running(running);
     Ok((loss_value, correct))
 }
 

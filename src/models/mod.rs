@@ -8,6 +8,13 @@
 //! ([`ModelState::init`]) creates every parameter with its initialiser, like
 //! `Module.init`; every later run looks the parameters up by name, so a
 //! Flax checkpoint loads without any name mapping.
+//!
+//! A forward never changes the state it reads (except when initialising):
+//! the tape shares the state's parameters (a tensor clone copies nothing),
+//! and in train mode BatchNorm's batch statistics are collected into a
+//! [`RunningUpdate`] that the caller applies with
+//! [`ModelState::update_running`] once it knows the step is good (a finite
+//! loss), so a failed step leaves the state as it was without a copy of it.
 
 mod densenet;
 mod googlenet;
@@ -15,7 +22,8 @@ mod resnet;
 
 use crate::autograd::{Tape, Var};
 use crate::float::Float;
-use crate::ops::{batchnorm, Window};
+use crate::ops::batchnorm::{self, BatchStats};
+use crate::ops::Window;
 use crate::tensor::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -199,6 +207,23 @@ impl<T: Float> ModelState<T> {
         }
     }
 
+    /// Folds a train-mode forward's batch statistics into the running ones,
+    /// in place: `running = momentum * running + (1 - momentum) * batch`.
+    pub fn update_running(&mut self, update: RunningUpdate<T>) {
+        for (path, batch) in update.0 {
+            let (mean_key, var_key) = (format!("{path}mean"), format!("{path}var"));
+            // Out of the map while both are updated (a map lends one at a time).
+            let mut take = |key: &String| {
+                let stat = self.batch_stats.remove(key);
+                stat.unwrap_or_else(|| panic!("{key} is missing"))
+            };
+            let (mut mean, mut var) = (take(&mean_key), take(&var_key));
+            batchnorm::update_running(&mut mean, &mut var, &batch);
+            self.batch_stats.insert(mean_key, mean);
+            self.batch_stats.insert(var_key, var);
+        }
+    }
+
     /// The same state with every tensor moved by `f` (to the GPU or the host).
     pub fn map(&self, f: impl Fn(&Tensor<T>) -> Tensor<T>) -> Self {
         ModelState {
@@ -216,31 +241,45 @@ impl<T: Float> ModelState<T> {
     }
 }
 
+/// The batch statistics of every BatchNorm a train-mode forward ran, under
+/// the layer's path (`ResNetBlock_0/BatchNorm_1/`), in the order they ran.
+pub struct RunningUpdate<T>(Vec<(String, Rc<BatchStats<T>>)>);
+
 /// The context a model's forward runs in: the tape, the state it reads
-/// parameters from (and writes running statistics to in train mode), and
-/// the current naming scope.
+/// parameters and running statistics from (and creates them in when
+/// initialising), the batch statistics collected in train mode, and the
+/// current naming scope.
 pub struct Ctx<'a, T: Float> {
     tape: &'a Tape<T>,
     state: &'a mut ModelState<T>,
     train: bool,
     /// Set while initialising: missing parameters are drawn from it.
     init: Option<&'a mut ChaCha8Rng>,
+    running: RunningUpdate<T>,
     prefix: String,
     counters: HashMap<&'static str, usize>,
 }
 
 impl<'a, T: Float> Ctx<'a, T> {
-    /// `train` selects BatchNorm's batch statistics (and updates the running
-    /// ones in `state`); the tape decides whether gradients are recorded.
+    /// `train` selects BatchNorm's batch statistics (collected for
+    /// [`Self::into_running_update`]) over the running ones; the tape
+    /// decides whether gradients are recorded.
     pub fn new(tape: &'a Tape<T>, state: &'a mut ModelState<T>, train: bool) -> Self {
         Ctx {
             tape,
             state,
             train,
             init: None,
+            running: RunningUpdate(Vec::new()),
             prefix: String::new(),
             counters: HashMap::new(),
         }
+    }
+
+    /// The batch statistics a train-mode forward collected, for
+    /// [`ModelState::update_running`] (empty in eval mode).
+    pub fn into_running_update(self) -> RunningUpdate<T> {
+        self.running
     }
 
     pub fn tape(&self) -> &'a Tape<T> {
@@ -254,18 +293,17 @@ impl<'a, T: Float> Ctx<'a, T> {
         format!("{}{kind}_{}/", self.prefix, *n - 1)
     }
 
-    /// Runs `f` inside a sub-module scope `<kind>_<n>`.
+    /// Runs `f` inside a sub-module scope `<kind>_<n>`: with that prefix and
+    /// fresh name counters, restored afterwards.
     pub fn scope<R>(&mut self, kind: &'static str, f: impl FnOnce(&mut Ctx<T>) -> R) -> R {
         let prefix = self.next_name(kind);
-        let mut child = Ctx {
-            tape: self.tape,
-            state: &mut *self.state,
-            train: self.train,
-            init: self.init.as_deref_mut(),
-            prefix,
-            counters: HashMap::new(),
-        };
-        f(&mut child)
+        let outer = (
+            std::mem::replace(&mut self.prefix, prefix),
+            std::mem::take(&mut self.counters),
+        );
+        let result = f(self);
+        (self.prefix, self.counters) = outer;
+        result
     }
 
     /// The parameter at `path`, created with `init` when initialising.
@@ -282,8 +320,8 @@ impl<'a, T: Float> Ctx<'a, T> {
             .get(&path)
             .unwrap_or_else(|| panic!("parameter {path} is missing"));
         assert_eq!(value.shape(), shape, "parameter {path}");
-        // The tape shares its copy with the backward closures; the state
-        // keeps its own for the optimiser to update in place.
+        // A clone shares the elements: the tape and its backward closures
+        // read the state's own parameter, copying nothing.
         self.tape.param(&path, Rc::new(value.clone()))
     }
 
@@ -303,38 +341,29 @@ impl<'a, T: Float> Ctx<'a, T> {
         let c = *x.shape().last().expect("batch norm input");
         let scale = self.param(format!("{name}scale"), &[c], |_| Tensor::full(&[c], 1.0));
         let bias = self.param(format!("{name}bias"), &[c], |_| Tensor::zeros(&[c]));
-        let (mean_key, var_key) = (format!("{name}mean"), format!("{name}var"));
         if self.init.is_some() {
-            self.state
-                .batch_stats
-                .entry(mean_key.clone())
+            let stats = &mut self.state.batch_stats;
+            stats
+                .entry(format!("{name}mean"))
                 .or_insert_with(|| Tensor::zeros(&[c]));
-            self.state
-                .batch_stats
-                .entry(var_key.clone())
+            stats
+                .entry(format!("{name}var"))
                 .or_insert_with(|| Tensor::full(&[c], T::one()));
         }
-        let stat = |key: &String| {
-            self.state
-                .batch_stats
-                .get(key)
-                .unwrap_or_else(|| panic!("{key} is missing"))
-        };
         if self.train {
             let (y, batch) = self.tape.batch_norm_train(x, &scale, &bias);
-            let mut mean = stat(&mean_key).clone();
-            let mut var = stat(&var_key).clone();
-            batchnorm::update_running(&mut mean, &mut var, &batch);
-            self.state.batch_stats.insert(mean_key, mean);
-            self.state.batch_stats.insert(var_key, var);
-            y
-        } else {
-            let running = batchnorm::BatchStats {
-                mean: stat(&mean_key).clone(),
-                var: stat(&var_key).clone(),
-            };
-            self.tape.batch_norm_eval(x, &scale, &bias, running)
+            self.running.0.push((name, batch));
+            return y;
         }
+        let stat = |key: String| {
+            let value = self.state.batch_stats.get(&key);
+            value.unwrap_or_else(|| panic!("{key} is missing")).clone()
+        };
+        let running = BatchStats {
+            mean: stat(format!("{name}mean")),
+            var: stat(format!("{name}var")),
+        };
+        self.tape.batch_norm_eval(x, &scale, &bias, running)
     }
 
     /// `nn.Dense(features)` with Flax's default (lecun normal) kernel init.

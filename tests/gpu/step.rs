@@ -26,9 +26,12 @@ fn forward_backward<T: Float>(
     labels: &[u32],
 ) -> (f64, BTreeMap<String, Tensor<T>>) {
     let tape = Tape::new();
-    let logits = kind.forward(&mut Ctx::new(&tape, state, true), &Var::constant(images));
+    let mut ctx = Ctx::new(&tape, state, true);
+    let logits = kind.forward(&mut ctx, &Var::constant(images));
+    let running = ctx.into_running_update();
     let loss = tape.cross_entropy(&logits, labels);
     let grads = tape.backward(&loss);
+    state.update_running(running);
     let named = state
         .params
         .keys()
