@@ -123,7 +123,7 @@ fn interrupt(child: Child) -> (Option<i32>, String) {
 #[test]
 fn ctrl_c_says_which_epoch_is_saved_and_how_to_continue() {
     let out_dir = tempfile::tempdir().unwrap();
-    let args = train_args(synthetic_data(), out_dir.path(), "3", "1280");
+    let args = train_args(synthetic_data(), out_dir.path(), "3", "512");
     let spawn = || cifar_kern().args(&args).stderr(Stdio::piped()).spawn().unwrap();
 
     // Before the first epoch ends, nothing of this run is saved.
