@@ -247,9 +247,9 @@ fn run(command: Command) -> Result<()> {
             println!("cpu: {} threads (rayon)", rayon::current_num_threads());
             let modules: Vec<&str> = cifar_kern::cuda::PTX_MODULES.iter().map(|(n, _)| *n).collect();
             println!("embedded PTX modules: {modules:?}");
-            match cifar_kern::cuda::unavailable_reason() {
-                None => println!("cuda: available (--device auto will use it)"),
-                Some(why) => println!("cuda: unavailable ({why})"),
+            match cifar_kern::cuda::device_summary() {
+                Ok(gpu) => println!("cuda: {gpu} (--device auto will use it)"),
+                Err(why) => println!("cuda: unavailable ({why})"),
             }
             Ok(())
         }

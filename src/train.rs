@@ -16,6 +16,7 @@
 
 use crate::autograd::{Tape, Var};
 use crate::checkpoint::{self, CheckpointMetadata, NamedTensors};
+use crate::counters::{self, Event};
 use crate::cuda::optim::{FlatLayout, GpuOptimizer};
 use crate::cuda::Gpu;
 use crate::data::{self, Batch, Cifar10, DataError, Split, TrainLoader, TrainOptions};
@@ -283,6 +284,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         let epoch = progress.epoch; // 0-based index of the epoch being run
         kill_point::enter_epoch(epoch + 1);
         let started = Instant::now();
+        let counts_before = counters::snapshot();
         let bar = progress_bar(config, steps_per_epoch, epoch);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0, 0);
         let lr = optimizer.learning_rate();
@@ -313,6 +315,8 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
             bar.inc(1);
         }
         bar.finish_and_clear();
+        let counts = counters::snapshot().since(&counts_before);
+        let per_step = |event| counts.get(event) as f64 / steps_per_epoch as f64;
         let train_seconds = started.elapsed().as_secs_f64();
         progress.epoch += 1;
 
@@ -337,6 +341,12 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
             "epoch": progress.epoch, "step": optimizer.step_count(), "lr": lr,
             "train_loss": train_loss, "train_acc": train_acc, "val_acc": val_acc,
             "train_seconds": train_seconds, "images_per_second": seen as f64 / train_seconds,
+            // What the runtime did per training step (src/counters.rs).
+            "per_step": {
+                "host_copies": per_step(Event::HostCopy), "device_copies": per_step(Event::DeviceCopy),
+                "device_allocations": per_step(Event::DeviceAllocation),
+                "host_syncs": per_step(Event::HostSync), "kernel_launches": per_step(Event::KernelLaunch),
+            },
         });
         append_line(&run.metrics(), &line)?;
         let step = progress.epoch as u64;

@@ -166,6 +166,25 @@ fn killed_anywhere_and_resumed_the_run_writes_the_same_bytes() {
 }
 
 #[test]
+fn metrics_count_what_the_runtime_did_per_step() {
+    let (run, _) = uninterrupted();
+    let metrics = fs::read_to_string(run.path().join("ResNet/metrics.jsonl")).unwrap();
+    for line in metrics.lines() {
+        let per_step = &serde_json::from_str::<serde_json::Value>(line).unwrap()["per_step"];
+        // On the CPU a step copies no tensor (shared storage), and there is no GPU work.
+        for key in [
+            "host_copies",
+            "device_copies",
+            "device_allocations",
+            "host_syncs",
+            "kernel_launches",
+        ] {
+            assert_eq!(per_step[key].as_f64(), Some(0.0), "{key} in {line}");
+        }
+    }
+}
+
+#[test]
 fn two_runs_with_one_seed_write_the_same_bytes() {
     let (first, _) = uninterrupted();
     let second = tempfile::tempdir().unwrap();

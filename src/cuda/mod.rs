@@ -68,6 +68,29 @@ pub fn unavailable_reason() -> Option<String> {
     }
 }
 
+/// GPU 0 in one line for `cifar-kern info`: its name, memory, compute
+/// capability and the CUDA version of the driver; or why no GPU can be used.
+pub fn device_summary() -> Result<String, String> {
+    if let Some(why) = unavailable_reason() {
+        return Err(why);
+    }
+    let describe = || -> Result<String, cudarc::driver::DriverError> {
+        let ctx = CudaContext::new(0)?;
+        let (major, minor) = ctx.compute_capability()?;
+        let gib = ctx.total_mem()? as f64 / (1u64 << 30) as f64;
+        let mut version = 0;
+        // SAFETY: the driver writes one int.
+        unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) }.result()?;
+        Ok(format!(
+            "{} ({gib:.0} GiB, compute capability {major}.{minor}, driver for CUDA {}.{})",
+            ctx.name()?,
+            version / 1000,
+            version % 1000 / 10
+        ))
+    };
+    describe().map_err(|e| format!("GPU 0 does not answer: {e}"))
+}
+
 /// An element type the kernels are instantiated for: every [`Float`]; the
 /// kernel `name` of type T is `name_<T::NAME>` in the PTX.
 pub trait DeviceFloat: Float {}
