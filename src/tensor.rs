@@ -192,18 +192,6 @@ impl<T: Float> Tensor<T> {
         }
     }
 
-    /// The elements of a host tensor, moved out unless shared (then copied
-    /// and counted, as by [`Self::data_mut`]).
-    pub fn into_data(self) -> Vec<T> {
-        match self.storage {
-            Storage::Host(v) => Arc::try_unwrap(v).unwrap_or_else(|shared| {
-                counters::add(Event::HostCopy, 1);
-                shared.as_ref().clone()
-            }),
-            Storage::Gpu(_) => panic!("{}", ON_GPU),
-        }
-    }
-
     /// The device buffer of a GPU tensor, to write in place: copied first
     /// on the device (and counted) if another tensor shares it.
     pub fn gpu_data_mut(&mut self) -> Option<&mut CudaSlice<T>> {
