@@ -7,10 +7,10 @@
 
 mod cli_util;
 
-use cli_util::{path_str, run, stderr, synthetic_data};
 use cifar_kern::data::{Cifar10, Split, TrainLoader, TrainOptions, CHANNELS, IMAGE_BYTES, IMAGE_SIZE, MEAN, STD};
 use cifar_kern::ops::batchnorm::MOMENTUM;
 use cifar_kern::train::{steps_to_settle, unsettled_statistics_note};
+use cli_util::{path_str, run, stderr, synthetic_data};
 use image::RgbImage;
 use serde_json::Value;
 use std::fs;
