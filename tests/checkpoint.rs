@@ -2,21 +2,14 @@
 //! files (the tutorial's Flax checkpoints against the fixtures' copies of
 //! them are in `tests/fixtures/checkpoint.rs`).
 
+mod named_tensors;
+
 use cifar_kern::checkpoint::{self, CheckpointError, Problem};
 use cifar_kern::Tensor;
+use named_tensors::assert_bit_identical;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-
-fn assert_bit_identical(got: &BTreeMap<String, Tensor<f32>>, want: &BTreeMap<String, Tensor<f32>>, what: &str) {
-    assert!(got.keys().eq(want.keys()), "{what}: names differ");
-    for (name, w) in want {
-        let g = &got[name];
-        assert_eq!(g.shape(), w.shape(), "{what}: shape of {name}");
-        let same_bits = g.data().iter().zip(w.data()).all(|(a, b)| a.to_bits() == b.to_bits());
-        assert!(same_bits, "{what}: values of {name}");
-    }
-}
 
 #[test]
 fn save_load_round_trip() {
