@@ -16,8 +16,9 @@
 //! value; the tensors live in `Rc`s shared between the forward values and the
 //! closures, so recording copies no data.
 
+use crate::backend::{self, Backend, Labels};
 use crate::float::Float;
-use crate::ops::{self, batchnorm::BatchStats, Window};
+use crate::layers::{batchnorm::BatchStats, Window};
 use crate::tensor::Tensor;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -165,7 +166,8 @@ impl<T: Float> Tape<T> {
             1,
             "backward() needs a scalar loss; use backward_with"
         );
-        self.backward_with(loss, Tensor::full(loss.shape(), T::one()))
+        let seed = Backend::of(&loss.value).place(Tensor::full(loss.shape(), T::one()));
+        self.backward_with(loss, seed)
     }
 
     /// Backward seeded with `seed` = dL/d`out` for some implicit scalar L.
@@ -191,7 +193,7 @@ impl<T: Float> Tape<T> {
             for (input, ig) in node.inputs.iter().zip(input_grads) {
                 if let (Some(input), Some(ig)) = (input, ig) {
                     match &mut grads[*input] {
-                        Some(acc) => acc.add_assign(&ig),
+                        Some(acc) => *acc = backend::add(acc, &ig),
                         slot => *slot = Some(ig),
                     }
                 }
@@ -206,17 +208,17 @@ impl<T: Float> Tape<T> {
     // ----- ops -----
 
     pub fn conv2d(&self, x: &Var<T>, w: &Var<T>, b: Option<&Var<T>>, win: Window) -> Var<T> {
-        let y = ops::conv::forward(&x.value, &w.value, b.map(|b| &*b.value), &win);
+        let y = backend::conv_forward(&x.value, &w.value, b.map(|b| &*b.value), &win);
         let (xv, wv) = (x.value.clone(), w.value.clone());
         let mut inputs = vec![x, w];
         inputs.extend(b);
         self.record(Rc::new(y), &inputs, move |dy, wanted| {
             let mut g = vec![
-                wanted[0].then(|| ops::conv::backward_data(dy, xv.shape(), &wv, &win)),
-                wanted[1].then(|| ops::conv::backward_weight(dy, &xv, wv.shape(), &win)),
+                wanted[0].then(|| backend::conv_backward_data(dy, xv.shape(), &wv, &win)),
+                wanted[1].then(|| backend::conv_backward_weight(dy, &xv, wv.shape(), &win)),
             ];
             if wanted.len() == 3 {
-                g.push(wanted[2].then(|| ops::conv::backward_bias(dy)));
+                g.push(wanted[2].then(|| backend::conv_backward_bias(dy)));
             }
             g
         })
@@ -224,7 +226,7 @@ impl<T: Float> Tape<T> {
 
     /// Train-mode batch norm; also returns the batch statistics.
     pub fn batch_norm_train(&self, x: &Var<T>, scale: &Var<T>, bias: &Var<T>) -> (Var<T>, Rc<BatchStats<T>>) {
-        let (y, stats) = ops::batchnorm::forward_train(&x.value, &scale.value, &bias.value);
+        let (y, stats) = backend::batch_norm_train(&x.value, &scale.value, &bias.value);
         let stats = Rc::new(stats);
         let y = self.batch_norm_record(y, x, scale, bias, stats.clone(), true);
         (y, stats)
@@ -232,7 +234,7 @@ impl<T: Float> Tape<T> {
 
     /// Eval-mode batch norm with the running statistics.
     pub fn batch_norm_eval(&self, x: &Var<T>, scale: &Var<T>, bias: &Var<T>, running: BatchStats<T>) -> Var<T> {
-        let y = ops::batchnorm::forward_eval(&x.value, &scale.value, &bias.value, &running.mean, &running.var);
+        let y = backend::batch_norm_eval(&x.value, &scale.value, &bias.value, &running);
         self.batch_norm_record(y, x, scale, bias, Rc::new(running), false)
     }
 
@@ -247,72 +249,70 @@ impl<T: Float> Tape<T> {
     ) -> Var<T> {
         let (xv, sv) = (x.value.clone(), scale.value.clone());
         self.record(Rc::new(y), &[x, scale, bias], move |dy, _| {
-            let (dx, ds, db) = ops::batchnorm::backward(dy, &xv, &sv, &stats, train);
+            let (dx, ds, db) = backend::batch_norm_backward(dy, &xv, &sv, &stats, train);
             vec![Some(dx), Some(ds), Some(db)]
         })
     }
 
     pub fn relu(&self, x: &Var<T>) -> Var<T> {
-        let y = Rc::new(ops::elementwise::relu(&x.value));
+        let y = Rc::new(backend::relu(&x.value));
         let saved = y.clone();
-        self.record(y, &[x], move |dy, _| {
-            vec![Some(ops::elementwise::relu_backward(dy, &saved))]
-        })
+        self.record(y, &[x], move |dy, _| vec![Some(backend::relu_backward(dy, &saved))])
     }
 
     pub fn add(&self, a: &Var<T>, b: &Var<T>) -> Var<T> {
-        let y = ops::elementwise::add(&a.value, &b.value);
+        let y = backend::add(&a.value, &b.value);
         // Both gradients are dy: clones that share its elements, no copy.
         self.record(Rc::new(y), &[a, b], |dy, _| vec![Some(dy.clone()), Some(dy.clone())])
     }
 
     pub fn max_pool(&self, x: &Var<T>, win: Window) -> Var<T> {
-        let (y, argmax) = ops::pool::max_forward(&x.value, &win);
+        let (y, argmax) = backend::max_pool(&x.value, &win);
         let x_shape = x.shape().to_vec();
         self.record(Rc::new(y), &[x], move |dy, _| {
-            vec![Some(ops::pool::max_backward(dy, &argmax, &x_shape, &win))]
+            vec![Some(backend::max_pool_backward(dy, &argmax, &x_shape, &win))]
         })
     }
 
     pub fn avg_pool(&self, x: &Var<T>, win: Window) -> Var<T> {
-        let y = ops::pool::avg_forward(&x.value, &win);
+        let y = backend::avg_pool(&x.value, &win);
         let x_shape = x.shape().to_vec();
         self.record(Rc::new(y), &[x], move |dy, _| {
-            vec![Some(ops::pool::avg_backward(dy, &x_shape, &win))]
+            vec![Some(backend::avg_pool_backward(dy, &x_shape, &win))]
         })
     }
 
     pub fn mean_hw(&self, x: &Var<T>) -> Var<T> {
-        let y = ops::reduce::mean_hw(&x.value);
+        let y = backend::mean_hw(&x.value);
         let x_shape = x.shape().to_vec();
         self.record(Rc::new(y), &[x], move |dy, _| {
-            vec![Some(ops::reduce::mean_hw_backward(dy, &x_shape))]
+            vec![Some(backend::mean_hw_backward(dy, &x_shape))]
         })
     }
 
     pub fn dense(&self, x: &Var<T>, w: &Var<T>, b: &Var<T>) -> Var<T> {
-        let y = ops::dense::forward(&x.value, &w.value, &b.value);
+        let y = backend::dense(&x.value, &w.value, &b.value);
         let (xv, wv) = (x.value.clone(), w.value.clone());
         self.record(Rc::new(y), &[x, w, b], move |dy, _| {
-            let (dx, dw, db) = ops::dense::backward(dy, &xv, &wv);
+            let (dx, dw, db) = backend::dense_backward(dy, &xv, &wv);
             vec![Some(dx), Some(dw), Some(db)]
         })
     }
 
     pub fn concat(&self, parts: &[&Var<T>]) -> Var<T> {
-        let y = ops::concat::forward(&parts.iter().map(|p| &*p.value).collect::<Vec<_>>());
+        let y = backend::concat(&parts.iter().map(|p| &*p.value).collect::<Vec<_>>());
         let widths: Vec<usize> = parts.iter().map(|p| *p.shape().last().expect("4-D")).collect();
         self.record(Rc::new(y), parts, move |dy, _| {
-            ops::concat::backward(dy, &widths).into_iter().map(Some).collect()
+            backend::concat_backward(dy, &widths).into_iter().map(Some).collect()
         })
     }
 
-    /// Mean softmax cross-entropy: a scalar.
-    pub fn cross_entropy(&self, logits: &Var<T>, labels: &[u32]) -> Var<T> {
-        let loss = Rc::new(Tensor::scalar(ops::loss::cross_entropy(&logits.value, labels)));
-        let (lv, labels) = (logits.value.clone(), labels.to_vec());
+    /// Mean softmax cross-entropy: a scalar, where the logits are.
+    pub fn cross_entropy(&self, logits: &Var<T>, labels: &Labels) -> Var<T> {
+        let loss = Rc::new(backend::cross_entropy(&logits.value, labels));
+        let (lv, labels) = (logits.value.clone(), labels.clone());
         self.record(loss, &[logits], move |dl, _| {
-            vec![Some(ops::loss::cross_entropy_backward(&lv, &labels, dl.item()))]
+            vec![Some(backend::cross_entropy_backward(&lv, &labels, dl))]
         })
     }
 }

@@ -1,8 +1,8 @@
 //! Loading a model checkpoint for a given network, and measuring accuracy.
 
 use crate::autograd::{Tape, Var};
+use crate::backend::Backend;
 use crate::checkpoint::{self, CheckpointMetadata};
-use crate::cuda;
 use crate::data::{eval_batches, ImageSet};
 use crate::kill_point::{self, Phase};
 use crate::models::{Ctx, ModelKind, ModelState};
@@ -34,8 +34,8 @@ pub fn load_model(kind: ModelKind, path: &Path) -> Result<(ModelState<f32>, Chec
 /// Logits `[n, 10]` (on the host) for normalised host images, in eval
 /// mode, computed where `state` lives.
 pub fn logits(kind: ModelKind, state: &ModelState<f32>, images: Tensor<f32>) -> Tensor<f32> {
-    let on_gpu = state.params.values().next().is_some_and(Tensor::is_gpu);
-    let images = if on_gpu { cuda::gpu().upload(&images) } else { images };
+    let backend = Backend::of(state.params.values().next().expect("a model has parameters"));
+    let images = backend.place(images);
     let mut state = state.clone();
     let tape = Tape::no_grad();
     let out = kind.forward(&mut Ctx::new(&tape, &mut state, false), &Var::constant(images));

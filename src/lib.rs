@@ -7,20 +7,24 @@
 //!   synchronisations and launches, for tests that bound them.
 //! - [`layers`]: what a layer is whichever backend computes it (window
 //!   geometry, shape checks, batch-norm constants), below `ops` and `cuda`.
-//! - [`ops`]: the op interface, forward and backward of every layer; the CPU
-//!   reference backend, generic over `f32`/`f64`.
+//! - [`ops`]: forward and backward of every layer on the CPU: the reference
+//!   backend, generic over `f32`/`f64`.
+//! - [`backend`]: the one switch that runs each op on the CPU reference or
+//!   the GPU, by where its inputs live.
 //! - [`autograd`]: the tape that records ops in train mode and runs their
 //!   backwards.
 //! - [`optim`]: the optax optimiser chains (clip, SGD/Adam/AdamW, LR schedule).
 //! - [`checkpoint`]: safetensors checkpoints and the tutorial's Flax msgpack ones.
 //! - [`fixtures`]: where tests find the shared reference fixtures.
 //! - [`data`]: CIFAR-10 files, the tutorial's split, augmentation and batches.
-//! - [`cuda`]: GPU discovery and the PTX modules `build.rs` embedded.
+//! - [`cuda`]: the GPU runtime (discovery, the embedded PTX, launches) and
+//!   the kernels' launchers.
 //! - [`interrupt`]: Ctrl-C during training, reported in one line.
 //! - [`runs`]: a run's records read back (`table`); [`pictures`]: the
 //!   augmentation grid and the training curves as PNG.
 
 pub mod autograd;
+pub mod backend;
 pub mod checkpoint;
 pub mod counters;
 pub mod cuda;

@@ -3,9 +3,10 @@
 //! `--json` output) to stdout.
 
 use anyhow::{bail, Context, Result};
+use cifar_kern::backend::Backend;
 use cifar_kern::checkpoint;
 use cifar_kern::data::{self, normalize_into, Split, CLASS_NAMES, IMAGE_BYTES, IMAGE_SIZE};
-use cifar_kern::device::{Device, Placement};
+use cifar_kern::device::Device;
 use cifar_kern::evaluate::{self, accuracy};
 use cifar_kern::models::{ModelKind, ModelState};
 use cifar_kern::pictures::augment_grid::augment_grid;
@@ -188,8 +189,8 @@ fn run(command: Command) -> Result<()> {
             device,
             json,
         } => {
-            let placement = device.resolve()?;
-            eval(model, &checkpoint, &data_dir, split, json, placement)
+            let backend = device.resolve()?;
+            eval(model, &checkpoint, &data_dir, split, json, backend)
         }
         Command::Predict {
             model,
@@ -262,10 +263,10 @@ fn eval(
     data_dir: &Path,
     split: SplitChoice,
     json: bool,
-    placement: Placement,
+    backend: Backend,
 ) -> Result<()> {
     let (state, _) = evaluate::load_model(model, checkpoint)?;
-    let state = state.map(|t| placement.place(t.clone()));
+    let state = state.map(|t| backend.place(t.clone()));
     let data = load_data(data_dir, true)?;
     // (JSON key, label, accuracy), validation first as the tutorial's table has it.
     let mut results = Vec::new();

@@ -21,10 +21,10 @@ use std::sync::Arc;
 
 /// A tensor: its shape and its elements, on the host or on the GPU.
 ///
-/// The ops in `crate::ops` accept either and dispatch on where their inputs
-/// live; element access ([`Tensor::data`]) is for host tensors only. This
-/// module imports neither: uploads and kernels live in `crate::cuda`, and
-/// `add_assign` in `crate::ops::elementwise`.
+/// `crate::backend` runs an op where its inputs live; element access
+/// ([`Tensor::data`]) is for host tensors only, and a tensor changes device
+/// only when asked ([`Tensor::to_host`], `Backend::place`). This module
+/// imports neither backend: uploads and kernels live in `crate::cuda`.
 pub struct Tensor<T> {
     shape: Vec<usize>,
     storage: Storage<T>,
@@ -68,7 +68,7 @@ impl<T: Float> fmt::Debug for Tensor<T> {
     }
 }
 
-/// Shape and placement: available for any element type.
+/// Shape and device: available for any element type.
 impl<T> Tensor<T> {
     pub fn shape(&self) -> &[usize] {
         &self.shape
@@ -225,9 +225,9 @@ impl<T: Float> Tensor<T> {
         }
     }
 
-    /// Element-wise conversion to another float type.
+    /// Element-wise conversion of a host tensor to another float type.
     pub fn cast<U: Float>(&self) -> Tensor<U> {
-        Tensor::new(&self.shape, self.host_data().iter().map(|&v| U::of(v.f64())).collect())
+        Tensor::new(&self.shape, self.data().iter().map(|&v| U::of(v.f64())).collect())
     }
 
     /// Euclidean norm, accumulated in f64.

@@ -15,18 +15,18 @@
 //!   `curves.png`, drawn from the metrics when the run finishes.
 
 use crate::autograd::{Tape, Var};
+use crate::backend::{self, Backend};
 use crate::checkpoint::{self, CheckpointMetadata, NamedTensors};
 use crate::counters::{self, Event};
 use crate::cuda::optim::{FlatLayout, GpuOptimizer};
 use crate::cuda::Gpu;
 use crate::data::{self, Batch, Cifar10, DataError, Split, TrainLoader, TrainOptions};
-use crate::device::{Device, Placement};
+use crate::device::Device;
 use crate::evaluate::{self, accuracy};
 use crate::interrupt;
 use crate::kill_point::{self, Phase};
 use crate::models::{Ctx, ModelKind, ModelState};
 use crate::ops::batchnorm::MOMENTUM;
-use crate::ops::loss;
 use crate::optim::{Optimizer, OptimizerConfig, StateError};
 use crate::pictures::curves;
 use crate::runs::RunDir;
@@ -221,7 +221,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
     if config.epochs == 0 || config.batch_size == 0 {
         bail!("--epochs and --batch-size must be at least 1");
     }
-    let placement = config.device.resolve()?;
+    let backend = config.device.resolve()?;
     let run = RunDir::new(&config.out_dir, config.model);
     let _lock = run.lock()?;
     if !config.retrain && run.results().exists() {
@@ -231,7 +231,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
             config.model
         );
         let data = load_data(&config.data_dir, config.no_download)?;
-        return finish(config, &run, &data, placement);
+        return finish(config, &run, &data, backend);
     }
     if !config.resume && !config.retrain && run.last().exists() {
         bail!(
@@ -262,11 +262,11 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
     let opt_config = OptimizerConfig::for_model(config.model, steps_per_epoch * config.epochs);
 
     let (mut state, mut optimizer, mut progress) = if config.resume {
-        resume(config, &run, opt_config, placement)?
+        resume(config, &run, opt_config, backend)?
     } else {
         run.clear_logs()?;
-        let state = ModelState::<f32>::init(config.model, config.seed).map(|t| placement.place(t.clone()));
-        let optimizer = TrainOptimizer::new(placement, opt_config, &state.params);
+        let state = ModelState::<f32>::init(config.model, config.seed).map(|t| backend.place(t.clone()));
+        let optimizer = TrainOptimizer::new(backend, opt_config, &state.params);
         (state, optimizer, Progress { epoch: 0, best: None })
     };
     *interrupt::status() = interrupted_line(config, &run, progress.epoch);
@@ -290,7 +290,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         let lr = optimizer.learning_rate();
         for batch in loader.epoch(epoch) {
             let batch = Batch {
-                images: placement.place(batch.images),
+                images: backend.place(batch.images),
                 labels: batch.labels,
             };
             let (batch_loss, batch_correct) = train_step(config.model, &mut state, &mut optimizer, batch)
@@ -375,7 +375,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
             seen as f64 / train_seconds
         );
     }
-    finish(config, &run, &data, placement)
+    finish(config, &run, &data, backend)
 }
 
 /// The line Ctrl-C prints while `saved` epochs of the run are in its
@@ -407,10 +407,10 @@ pub enum TrainOptimizer {
 }
 
 impl TrainOptimizer {
-    pub fn new(placement: Placement, config: OptimizerConfig, params: &BTreeMap<String, Tensor<f32>>) -> Self {
-        match placement {
-            Placement::Cpu => TrainOptimizer::Host(Optimizer::new(config, params)),
-            Placement::Gpu(gpu) => TrainOptimizer::Gpu(gpu, GpuOptimizer::new(gpu, config, FlatLayout::of(params))),
+    pub fn new(backend: Backend, config: OptimizerConfig, params: &BTreeMap<String, Tensor<f32>>) -> Self {
+        match backend {
+            Backend::Cpu => TrainOptimizer::Host(Optimizer::new(config, params)),
+            Backend::Gpu(gpu) => TrainOptimizer::Gpu(gpu, GpuOptimizer::new(gpu, config, FlatLayout::of(params))),
         }
     }
 
@@ -468,14 +468,15 @@ pub fn train_step(
 ) -> Result<(f64, usize)> {
     let tape = Tape::new();
     let mut ctx = Ctx::new(&tape, state, true);
+    let labels = Backend::of(&batch.images).labels(&batch.labels);
     let logits = model.forward(&mut ctx, &Var::constant(batch.images));
     let running = ctx.into_running_update();
-    let loss = tape.cross_entropy(&logits, &batch.labels);
+    let loss = tape.cross_entropy(&logits, &labels);
     let loss_value = f64::from(loss.value().item());
     if !loss_value.is_finite() {
         bail!("the loss became {loss_value}: lower the learning rate, or check the input data");
     }
-    let correct = loss::correct(logits.value(), &batch.labels);
+    let correct = backend::correct(logits.value(), &labels);
     let all_grads = tape.backward(&loss);
     kill_point::reached(Phase::Step);
     let grads: BTreeMap<String, _> = state
@@ -558,7 +559,7 @@ fn resume(
     config: &TrainConfig,
     run: &RunDir,
     opt_config: OptimizerConfig,
-    placement: Placement,
+    backend: Backend,
 ) -> Result<(ModelState<f32>, TrainOptimizer, Progress)> {
     if !run.last().exists() {
         bail!(
@@ -579,8 +580,8 @@ fn resume(
         }
     }
     let (state, _) = evaluate::load_model(config.model, &run.last())?;
-    let state = state.map(|t| placement.place(t.clone()));
-    let mut optimizer = TrainOptimizer::new(placement, opt_config, &state.params);
+    let state = state.map(|t| backend.place(t.clone()));
+    let mut optimizer = TrainOptimizer::new(backend, opt_config, &state.params);
     optimizer
         .load_state(&tensors)
         .with_context(|| format!("{}", run.last().display()))?;
@@ -618,10 +619,10 @@ fn append_line(path: &Path, value: &Value) -> Result<()> {
 
 /// Evaluates the best checkpoint on validation and test, and records the
 /// results (which marks the run finished).
-fn finish(config: &TrainConfig, run: &RunDir, data: &Cifar10, placement: Placement) -> Result<RunResults> {
+fn finish(config: &TrainConfig, run: &RunDir, data: &Cifar10, backend: Backend) -> Result<RunResults> {
     kill_point::enter_epoch(config.epochs + 1);
     let (state, meta) = evaluate::load_model(config.model, &run.best())?;
-    let state = state.map(|t| placement.place(t.clone()));
+    let state = state.map(|t| backend.place(t.clone()));
     let split = Split::tutorial();
     let test_indices: Vec<usize> = (0..data.test.len()).collect();
     let (val, test) = (config.eval_subset(&split.val), config.eval_subset(&test_indices));

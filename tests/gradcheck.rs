@@ -18,6 +18,7 @@
 //! checks pick the first seed whose pre-ReLU values all stay 5e-3 from 0
 //! (the stencil moves an element by at most 2h = 2e-4).
 
+use cifar_kern::backend::Backend;
 use cifar_kern::ops::batchnorm::BatchStats;
 use cifar_kern::{Tape, Tensor, Var, Window};
 use rand::seq::SliceRandom;
@@ -252,6 +253,7 @@ fn gradcheck_concat() {
 fn gradcheck_cross_entropy() {
     let logits = randn(&[5, 10], &mut rng(12));
     let labels = [3, 0, 9, 3, 7];
+    let labels = Backend::Cpu.labels(&labels);
     gradcheck(&[logits], |t, v| t.cross_entropy(&v[0], &labels));
 }
 
@@ -284,7 +286,7 @@ const LABELS: [u32; 2] = [1, 7];
 
 /// mean over H,W, dense to 10 classes, cross-entropy.
 fn head(t: &Tape<f64>, x: &Var<f64>, w: &Var<f64>, b: &Var<f64>) -> Var<f64> {
-    t.cross_entropy(&t.dense(&t.mean_hw(x), w, b), &LABELS)
+    t.cross_entropy(&t.dense(&t.mean_hw(x), w, b), &Backend::Cpu.labels(&LABELS))
 }
 
 fn head_params(c: usize, g: &mut ChaCha8Rng) -> Vec<T> {

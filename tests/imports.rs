@@ -1,7 +1,9 @@
 //! The import structure of `src/` (issue 10): no import circle among its
-//! modules, and `cuda/` never imports the CPU reference `ops/` (what both
-//! share lives below both, in `layers.rs`; `cuda/` may import other neutral
-//! modules such as the optimiser configuration or the data records).
+//! modules, and the two backends never import each other: `cuda/` never
+//! imports the CPU reference `ops/`, `ops/` never the GPU's `cuda/` (only
+//! `backend.rs` sees both; what both share lives below both, in
+//! `layers.rs`; `cuda/` may import other neutral modules such as the
+//! optimiser configuration or the data records).
 //!
 //! Read from the source text, comments skipped: `use` trees (grouped,
 //! multi-line, `self`, `super`, child-relative) and inline `crate::` and
@@ -249,31 +251,33 @@ fn cycles(graph: &Graph) -> Vec<String> {
     out
 }
 
-/// Every `cuda/` file that imports the CPU reference `ops/`.
-fn cuda_imports_ops(graph: &Graph) -> Vec<String> {
+/// Every import of a file under `from` from a file under `to` (`src/cuda/`,
+/// `src/ops/`).
+fn imports_between(graph: &Graph, from: &str, to: &str) -> Vec<String> {
     let edges = graph
         .iter()
-        .flat_map(|(from, deps)| deps.iter().map(move |to| (from, to)));
+        .flat_map(|(file, deps)| deps.iter().map(move |dep| (file, dep)));
     edges
-        .filter(|(from, to)| from.starts_with("src/cuda/") && to.starts_with("src/ops/"))
-        .map(|(from, to)| format!("{from} -> {to}"))
+        .filter(|(file, dep)| file.starts_with(from) && dep.starts_with(to))
+        .map(|(file, dep)| format!("{file} -> {dep}"))
         .collect()
 }
 
 #[test]
-fn no_import_circle_and_cuda_never_imports_ops() {
+fn no_import_circle_and_the_backends_never_import_each_other() {
     let (src, mut files) = (Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), BTreeMap::new());
     read_files(&src, &src, &mut files);
     let graph = graph_of(&files);
-    // The parser sees imports at all: an op dispatches to its launcher.
-    assert!(graph["src/ops/conv.rs"].contains("src/cuda/conv.rs"), "{graph:#?}");
-    let (circles, cuda_ops) = (cycles(&graph), cuda_imports_ops(&graph));
+    // The parser sees imports at all: the backend switch reaches both backends.
+    for backend in ["src/ops/conv.rs", "src/cuda/conv.rs"] {
+        assert!(graph["src/backend.rs"].contains(backend), "{graph:#?}");
+    }
+    let circles = cycles(&graph);
     assert!(circles.is_empty(), "import circles:\n{}", circles.join("\n"));
-    assert!(
-        cuda_ops.is_empty(),
-        "cuda/ imports the CPU reference:\n{}",
-        cuda_ops.join("\n")
-    );
+    for (from, to) in [("src/cuda/", "src/ops/"), ("src/ops/", "src/cuda/")] {
+        let wrong = imports_between(&graph, from, to);
+        assert!(wrong.is_empty(), "{from} imports {to}:\n{}", wrong.join("\n"));
+    }
 }
 
 /// The checks above can fail: a hand-made tree with a circle and a cuda -> ops import.
@@ -304,5 +308,9 @@ fn the_checks_find_a_planted_circle_and_cuda_import() {
         cycles(&graph),
         ["src/a.rs -> src/cuda/k.rs -> src/ops/b.rs -> src/a.rs"]
     );
-    assert_eq!(cuda_imports_ops(&graph), ["src/cuda/k.rs -> src/ops/b.rs"]);
+    assert_eq!(
+        imports_between(&graph, "src/cuda/", "src/ops/"),
+        ["src/cuda/k.rs -> src/ops/b.rs"]
+    );
+    assert!(imports_between(&graph, "src/ops/", "src/cuda/").is_empty());
 }

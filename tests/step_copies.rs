@@ -7,9 +7,9 @@
 //! counters are process-wide, so this test has its binary to itself: tests
 //! running beside it would count their own copies.
 
+use cifar_kern::backend::Backend;
 use cifar_kern::counters::{self, Event};
 use cifar_kern::data::Batch;
-use cifar_kern::device::Placement;
 use cifar_kern::models::{ModelKind, ModelState};
 use cifar_kern::optim::OptimizerConfig;
 use cifar_kern::train::{train_step, TrainOptimizer};
@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 fn a_resnet_training_step_makes_no_copy() {
     let model = ModelKind::ResNet;
     let mut state = ModelState::<f32>::init(model, 0);
-    let mut optimizer = TrainOptimizer::new(Placement::Cpu, OptimizerConfig::for_model(model, 10), &state.params);
+    let mut optimizer = TrainOptimizer::new(Backend::Cpu, OptimizerConfig::for_model(model, 10), &state.params);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut step = |state: &mut ModelState<f32>| {
         let batch = Batch {

@@ -1,7 +1,7 @@
 //! The training step's guard against a diverged loss.
 
+use cifar_kern::backend::Backend;
 use cifar_kern::data::Batch;
-use cifar_kern::device::Placement;
 use cifar_kern::models::{ModelKind, ModelState};
 use cifar_kern::optim::OptimizerConfig;
 use cifar_kern::train::{train_step, TrainOptimizer};
@@ -11,7 +11,7 @@ use cifar_kern::Tensor;
 fn non_finite_loss_stops_without_touching_the_state() {
     let model = ModelKind::ResNet;
     let mut state = ModelState::<f32>::init(model, 0);
-    let mut optimizer = TrainOptimizer::new(Placement::Cpu, OptimizerConfig::for_model(model, 10), &state.params);
+    let mut optimizer = TrainOptimizer::new(Backend::Cpu, OptimizerConfig::for_model(model, 10), &state.params);
     let before = state.clone();
     let batch = Batch {
         images: Tensor::full(&[2, 32, 32, 3], f32::NAN),

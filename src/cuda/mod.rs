@@ -37,7 +37,7 @@ use crate::counters::{self, Event};
 use crate::float::Float;
 use crate::tensor::Tensor;
 use cudarc::driver::{
-    CudaContext, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -114,10 +114,12 @@ impl<T> DeviceBuffer<T> {
     }
 }
 
-/// Device 0, its stream and the loaded modules.
+/// Device 0, its stream and every kernel of the embedded modules.
 pub struct Gpu {
     stream: Arc<CudaStream>,
-    modules: HashMap<&'static str, Arc<CudaModule>>,
+    /// Every kernel, resolved once when the GPU is opened: by module
+    /// (`kernels/<module>.cu`), then by full name.
+    kernels: HashMap<&'static str, HashMap<String, CudaFunction>>,
     /// Fill every allocation with NaN (all bits set), so a kernel that
     /// misses part of its output fails a parity test instead of passing on
     /// stale data. On for `gpu_*` tests.
@@ -161,17 +163,28 @@ impl Gpu {
         let ctx = CudaContext::new(0).map_err(|e| format!("cannot open GPU 0: {e}"))?;
         // SAFETY: every launch and copy goes through the one stream below.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
-        let mut modules = HashMap::new();
-        for &(name, ptx) in PTX_MODULES {
+        // A stream of our own: the legacy default stream cannot be captured
+        // into a CUDA graph.
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| format!("cannot create a stream on GPU 0: {e}"))?;
+        let mut kernels = HashMap::new();
+        for &(module_name, ptx) in PTX_MODULES {
             let module = ctx
                 .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
-                .map_err(|e| format!("the driver rejected kernels/{name}.cu's PTX: {e}"))?;
-            modules.insert(name, module);
+                .map_err(|e| format!("the driver rejected kernels/{module_name}.cu's PTX: {e}"))?;
+            let functions = entry_points(ptx)
+                .map(|kernel| {
+                    let f = module.load_function(kernel);
+                    f.map(|f| (kernel.to_string(), f))
+                        .map_err(|e| format!("kernels/{module_name}.cu: cannot load kernel {kernel}: {e}"))
+                })
+                .collect::<Result<_, _>>()?;
+            kernels.insert(module_name, functions);
         }
         Ok(Gpu {
             stream,
-            modules,
+            kernels,
             poison,
         })
     }
@@ -185,11 +198,10 @@ impl Gpu {
         counters::add(Event::KernelLaunch, plan.len() as u64);
         for l in plan {
             let f = self
-                .modules
+                .kernels
                 .get(l.module)
-                .unwrap_or_else(|| panic!("no kernel module {:?} was embedded", l.module))
-                .load_function(&l.kernel)
-                .unwrap_or_else(|e| panic!("kernels/{}.cu has no kernel {}: {e}", l.module, l.kernel));
+                .and_then(|m| m.get(l.kernel.as_str()))
+                .unwrap_or_else(|| panic!("kernels/{}.cu has no kernel {}", l.module, l.kernel));
             // The kernel's one argument: a pointer to its parameter struct,
             // which the driver copies at launch.
             let mut args = [l.params_ptr() as *mut std::ffi::c_void];
@@ -345,6 +357,14 @@ impl Gpu {
     }
 }
 
+/// The names of the kernels a PTX module defines (its `.entry` lines).
+fn entry_points(ptx: &str) -> impl Iterator<Item = &str> {
+    ptx.lines().filter_map(|line| {
+        let (_, rest) = line.split_once(".entry ")?;
+        rest.split('(').next().map(str::trim)
+    })
+}
+
 /// A 1-D launch covering `n` threads, 256 per block, capped so grid-stride
 /// kernels keep every SM busy without oversubscribing.
 pub fn launch_1d(n: usize) -> LaunchConfig {
@@ -375,4 +395,20 @@ pub(crate) fn ptx_param_bytes(module: &str, name: &str) -> Option<usize> {
         None if param.starts_with(".param .u64 ") => 8,
         None => panic!("{name}: unexpected parameter {param}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_points_are_the_kernels() {
+        let text = ".visible .entry add_f32(\n\t.param .u64 p\n)\n{\n}\n.visible .entry relu_f64(\n";
+        assert_eq!(entry_points(text).collect::<Vec<_>>(), ["add_f32", "relu_f64"]);
+        if let Some(loss) = ptx("loss") {
+            let mut names: Vec<_> = entry_points(loss).collect();
+            names.sort();
+            assert_eq!(names[..2], ["correct_f32", "correct_f64"]);
+        }
+    }
 }

@@ -21,9 +21,9 @@ mod googlenet;
 mod resnet;
 
 use crate::autograd::{Tape, Var};
+use crate::backend;
 use crate::float::Float;
-use crate::ops::batchnorm::{self, BatchStats};
-use crate::ops::Window;
+use crate::layers::{batchnorm::BatchStats, Window};
 use crate::tensor::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -218,7 +218,7 @@ impl<T: Float> ModelState<T> {
                 stat.unwrap_or_else(|| panic!("{key} is missing"))
             };
             let (mut mean, mut var) = (take(&mean_key), take(&var_key));
-            batchnorm::update_running(&mut mean, &mut var, &batch);
+            backend::batch_norm_update_running(&mut mean, &mut var, &batch);
             self.batch_stats.insert(mean_key, mean);
             self.batch_stats.insert(var_key, var);
         }

@@ -8,11 +8,8 @@
 //! 131,072 values per channel, beyond what float32 adds exactly. The variance
 //! is computed in two passes (mean first), which equals Flax's
 //! E[x^2] - E[x]^2 mathematically and is better conditioned.
-//!
-//! GPU tensors go to `crate::cuda::batchnorm`.
 
 use super::reduce_rows;
-use crate::cuda::{self, batchnorm as gpu_bn};
 use crate::float::Float;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -62,9 +59,6 @@ fn channels<T: Float>(x: &Tensor<T>, scale: &Tensor<T>, bias: &Tensor<T>) -> usi
 
 /// Train mode: normalise with the batch statistics, and return them.
 pub fn forward_train<T: Float>(x: &Tensor<T>, scale: &Tensor<T>, bias: &Tensor<T>) -> (Tensor<T>, BatchStats<T>) {
-    if x.is_gpu() {
-        return gpu_bn::forward_train(cuda::gpu(), x, scale, bias);
-    }
     let c = channels(x, scale, bias);
     let (mean, var) = moments(x.data(), c);
     let y = normalise(x, scale, bias, &mean, &var);
@@ -86,9 +80,6 @@ pub fn forward_eval<T: Float>(
     running_mean: &Tensor<T>,
     running_var: &Tensor<T>,
 ) -> Tensor<T> {
-    if x.is_gpu() {
-        return gpu_bn::forward_eval(cuda::gpu(), x, scale, bias, running_mean, running_var);
-    }
     channels(x, scale, bias);
     let f64s = |t: &Tensor<T>| t.data().iter().map(|v| v.f64()).collect::<Vec<_>>();
     normalise(x, scale, bias, &f64s(running_mean), &f64s(running_var))
@@ -96,9 +87,6 @@ pub fn forward_eval<T: Float>(
 
 /// `running = momentum * running + (1 - momentum) * batch`, for mean and var.
 pub fn update_running<T: Float>(running_mean: &mut Tensor<T>, running_var: &mut Tensor<T>, batch: &BatchStats<T>) {
-    if running_mean.is_gpu() {
-        return gpu_bn::update_running(cuda::gpu(), running_mean, running_var, batch);
-    }
     for (r, b) in [(running_mean, &batch.mean), (running_var, &batch.var)] {
         for (rv, &bv) in r.data_mut().iter_mut().zip(b.data()) {
             *rv = T::of(MOMENTUM * rv.f64() + (1.0 - MOMENTUM) * bv.f64());
@@ -119,9 +107,6 @@ pub fn backward<T: Float>(
     stats: &BatchStats<T>,
     train: bool,
 ) -> (Tensor<T>, Tensor<T>, Tensor<T>) {
-    if dy.is_gpu() {
-        return gpu_bn::backward(cuda::gpu(), dy, x, scale, stats, train);
-    }
     let c = scale.numel();
     let rows = x.numel() / c;
     let mean: Vec<f64> = stats.mean.data().iter().map(|v| v.f64()).collect();

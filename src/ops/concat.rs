@@ -1,15 +1,10 @@
 //! Concatenation along the last (channel) axis, and its backward split.
-//! GPU tensors go to `crate::cuda::concat`.
 
-use crate::cuda::{self, concat as gpu_concat};
 use crate::float::Float;
 use crate::tensor::Tensor;
 
 /// `[.., c_i]` tensors with equal leading dims -> `[.., sum c_i]`.
 pub fn forward<T: Float>(parts: &[&Tensor<T>]) -> Tensor<T> {
-    if parts[0].is_gpu() {
-        return gpu_concat::forward(cuda::gpu(), parts);
-    }
     let lead = &parts[0].shape()[..parts[0].shape().len() - 1];
     let widths: Vec<usize> = parts
         .iter()
@@ -34,9 +29,6 @@ pub fn forward<T: Float>(parts: &[&Tensor<T>]) -> Tensor<T> {
 
 /// Splits `dy` back into pieces of the given channel widths.
 pub fn backward<T: Float>(dy: &Tensor<T>, widths: &[usize]) -> Vec<Tensor<T>> {
-    if dy.is_gpu() {
-        return gpu_concat::backward(cuda::gpu(), dy, widths);
-    }
     let (&total, lead) = dy.shape().split_last().expect("concat of a scalar");
     assert_eq!(widths.iter().sum::<usize>(), total, "concat widths do not add up");
     let rows: usize = lead.iter().product();

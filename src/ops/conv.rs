@@ -11,11 +11,8 @@
 //! thread (chunks write disjoint outputs). The weight gradient sums one
 //! partial per chunk, in chunk order, so results do not depend on the thread
 //! count. A 1x1, stride-1, unpadded conv skips im2col: its `col` is `x`.
-//!
-//! GPU tensors go to the implicit-GEMM kernels of `crate::cuda::conv`.
 
 use super::{channel_sum, nhwc, Window};
-use crate::cuda::{self, conv as gpu_conv};
 use crate::float::Float;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -152,9 +149,6 @@ fn for_each_chunk<T: Float>(
 
 /// `y = conv(x, w) + b`, shape `[n, oh, ow, o]`.
 pub fn forward<T: Float>(x: &Tensor<T>, w: &Tensor<T>, b: Option<&Tensor<T>>, win: &Window) -> Tensor<T> {
-    if x.is_gpu() {
-        return gpu_conv::forward(cuda::gpu(), x, w, b, win);
-    }
     let g = Geometry::new(x.shape(), w.shape(), win);
     let mut y = vec![T::zero(); g.n * g.out_pixels() * g.o];
     let (k, o) = (g.k(), g.o);
@@ -187,9 +181,6 @@ pub fn forward<T: Float>(x: &Tensor<T>, w: &Tensor<T>, b: Option<&Tensor<T>>, wi
 
 /// dL/dx given dL/dy.
 pub fn backward_data<T: Float>(dy: &Tensor<T>, x_shape: &[usize], w: &Tensor<T>, win: &Window) -> Tensor<T> {
-    if dy.is_gpu() {
-        return gpu_conv::backward_data(cuda::gpu(), dy, x_shape, w, win);
-    }
     let g = Geometry::new(x_shape, w.shape(), win);
     let (k, o) = (g.k(), g.o);
     let per_chunk = g.images_per_chunk();
@@ -226,9 +217,6 @@ pub fn backward_data<T: Float>(dy: &Tensor<T>, x_shape: &[usize], w: &Tensor<T>,
 
 /// dL/dw (HWIO) given dL/dy.
 pub fn backward_weight<T: Float>(dy: &Tensor<T>, x: &Tensor<T>, w_shape: &[usize], win: &Window) -> Tensor<T> {
-    if dy.is_gpu() {
-        return gpu_conv::backward_weight(cuda::gpu(), dy, x, w_shape, win);
-    }
     let g = Geometry::new(x.shape(), w_shape, win);
     let (k, o) = (g.k(), g.o);
     let chunks = g.n.div_ceil(g.images_per_chunk());
@@ -263,9 +251,6 @@ pub fn backward_weight<T: Float>(dy: &Tensor<T>, x: &Tensor<T>, w_shape: &[usize
 
 /// dL/db given dL/dy: the sum over batch and pixels.
 pub fn backward_bias<T: Float>(dy: &Tensor<T>) -> Tensor<T> {
-    if dy.is_gpu() {
-        return gpu_conv::backward_bias(cuda::gpu(), dy);
-    }
     let o = *dy.shape().last().expect("conv output is 4-D");
     Tensor::new(&[o], channel_sum(dy.data(), o))
 }

@@ -1,16 +1,11 @@
 //! Dense layer `y = x W + b`, `x: [n, k]`, `W: [k, o]` (Flax layout), `b: [o]`.
-//! GPU tensors go to `crate::cuda::dense`.
 
 use super::channel_sum;
-use crate::cuda::{self, dense as gpu_ops};
 use crate::float::Float;
 use crate::layers::dense::{dims, forward_dims};
 use crate::tensor::Tensor;
 
 pub fn forward<T: Float>(x: &Tensor<T>, w: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
-    if x.is_gpu() {
-        return gpu_ops::forward(cuda::gpu(), x, w, b);
-    }
     let (n, k, o) = forward_dims(x, w, b);
     let mut y: Vec<T> = (0..n).flat_map(|_| b.data().iter().copied()).collect();
     T::gemm(
@@ -30,9 +25,6 @@ pub fn forward<T: Float>(x: &Tensor<T>, w: &Tensor<T>, b: &Tensor<T>) -> Tensor<
 
 /// Gradients `(dx, dw, db)`.
 pub fn backward<T: Float>(dy: &Tensor<T>, x: &Tensor<T>, w: &Tensor<T>) -> (Tensor<T>, Tensor<T>, Tensor<T>) {
-    if dy.is_gpu() {
-        return gpu_ops::backward(cuda::gpu(), dy, x, w);
-    }
     let (n, k, o) = dims(x, w);
     let mut dx = vec![T::zero(); n * k];
     // dx = dy W^T

@@ -1,7 +1,5 @@
-//! Element-wise ops: ReLU and addition. GPU tensors go to
-//! `crate::cuda::elementwise`.
+//! Element-wise ops: ReLU and addition.
 
-use crate::cuda::{self, elementwise as gpu_ops};
 use crate::float::Float;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -10,9 +8,6 @@ use rayon::prelude::*;
 const GRAIN: usize = 1 << 15;
 
 pub fn relu<T: Float>(x: &Tensor<T>) -> Tensor<T> {
-    if x.is_gpu() {
-        return gpu_ops::relu(cuda::gpu(), x);
-    }
     let mut y = x.data().to_vec();
     y.par_chunks_mut(GRAIN).for_each(|c| {
         for v in c {
@@ -28,9 +23,6 @@ pub fn relu<T: Float>(x: &Tensor<T>) -> Tensor<T> {
 /// `dx = dy` where the output was positive, else 0 (JAX's convention at 0,
 /// and at NaN: `select(y > 0, dy, 0)`, as the CUDA kernel does).
 pub fn relu_backward<T: Float>(dy: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
-    if dy.is_gpu() {
-        return gpu_ops::relu_backward(cuda::gpu(), dy, y);
-    }
     let mut dx = dy.data().to_vec();
     dx.par_chunks_mut(GRAIN)
         .zip(y.data().par_chunks(GRAIN))
@@ -45,25 +37,8 @@ pub fn relu_backward<T: Float>(dy: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
     Tensor::new(dy.shape(), dx)
 }
 
-impl<T: Float> Tensor<T> {
-    /// `self += other`, element-wise, where `self` lives.
-    pub fn add_assign(&mut self, other: &Tensor<T>) {
-        assert_eq!(self.shape(), other.shape(), "add_assign of mismatched shapes");
-        if self.is_gpu() {
-            *self = add(self, other);
-            return;
-        }
-        for (a, &b) in self.data_mut().iter_mut().zip(other.data()) {
-            *a += b;
-        }
-    }
-}
-
 pub fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
     assert_eq!(a.shape(), b.shape(), "add of mismatched shapes");
-    if a.is_gpu() {
-        return gpu_ops::add(cuda::gpu(), a, b);
-    }
     let mut y = a.data().to_vec();
     y.par_chunks_mut(GRAIN)
         .zip(b.data().par_chunks(GRAIN))

@@ -1,8 +1,6 @@
 //! Softmax cross-entropy with integer labels (mean over the batch), and
-//! accuracy. Labels live on the host; for GPU logits they are uploaded and
-//! the work goes to `crate::cuda::loss`.
+//! accuracy.
 
-use crate::cuda::{self, loss as gpu_loss, DeviceBuffer};
 use crate::float::Float;
 use crate::tensor::Tensor;
 
@@ -20,12 +18,6 @@ fn rows<'a, T: Float>(logits: &'a Tensor<T>, labels: &[u32]) -> std::slice::Chun
     logits.data().chunks(check(logits, labels))
 }
 
-/// The labels on the GPU, for GPU logits.
-fn gpu_labels<T>(logits: &Tensor<T>, labels: &[u32]) -> DeviceBuffer<u32> {
-    check(logits, labels);
-    cuda::gpu().upload_buffer(labels)
-}
-
 /// Per-row log-softmax, in f64.
 fn log_softmax<T: Float>(row: &[T]) -> impl Iterator<Item = f64> + '_ {
     let max = row.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.f64()));
@@ -35,9 +27,6 @@ fn log_softmax<T: Float>(row: &[T]) -> impl Iterator<Item = f64> + '_ {
 
 /// Mean over the batch of `-log softmax(logits)[label]`.
 pub fn cross_entropy<T: Float>(logits: &Tensor<T>, labels: &[u32]) -> T {
-    if logits.is_gpu() {
-        return gpu_loss::cross_entropy(cuda::gpu(), logits, &gpu_labels(logits, labels)).item();
-    }
     let total: f64 = rows(logits, labels)
         .zip(labels)
         .map(|(row, &l)| -log_softmax(row).nth(l as usize).expect("label checked"))
@@ -47,11 +36,6 @@ pub fn cross_entropy<T: Float>(logits: &Tensor<T>, labels: &[u32]) -> T {
 
 /// d loss / d logits, scaled by `dloss`: `(softmax - onehot) * dloss / n`.
 pub fn cross_entropy_backward<T: Float>(logits: &Tensor<T>, labels: &[u32], dloss: T) -> Tensor<T> {
-    if logits.is_gpu() {
-        let gpu = cuda::gpu();
-        let dloss = gpu.upload(&Tensor::scalar(dloss));
-        return gpu_loss::cross_entropy_backward(gpu, logits, &gpu_labels(logits, labels), &dloss);
-    }
     let scale = dloss.f64() / labels.len() as f64;
     let grad = rows(logits, labels)
         .zip(labels)
@@ -82,11 +66,6 @@ pub fn argmax<T: Float>(logits: &Tensor<T>) -> Vec<u32> {
 
 /// How many rows' largest logit is the label.
 pub fn correct<T: Float>(logits: &Tensor<T>, labels: &[u32]) -> usize {
-    if logits.is_gpu() {
-        let gpu = cuda::gpu();
-        let count = gpu_loss::correct(gpu, logits, &gpu_labels(logits, labels));
-        return gpu.download_buffer(&count)[0] as usize;
-    }
     rows(logits, labels)
         .zip(labels)
         .filter(|(row, &l)| argmax_row(row) == l)

@@ -2,11 +2,10 @@
 //! never win a max, and an average always divides by the full window area
 //! (padded cells count as zeros, like `flax.linen.avg_pool`).
 //!
-//! GPU tensors go to `crate::cuda::pool`. On the CPU, work is split by image; windows of one image only touch that image, so
+//! Work is split by image; windows of one image only touch that image, so
 //! the backward scatter-adds run in parallel without races.
 
 use super::{nhwc, Window};
-use crate::cuda::{self, pool as gpu_pool, pool::GpuArgmax};
 use crate::float::Float;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -35,30 +34,10 @@ fn out_shape(x_shape: &[usize], win: &Window) -> [usize; 4] {
     [n, oh, ow, c]
 }
 
-/// Per max-pool output element, the flat index within its image of the
-/// input element that won (the first maximum in window order), kept where
-/// the forward ran.
-pub enum Argmax {
-    Host(Vec<u32>),
-    Gpu(GpuArgmax),
-}
-
-impl Argmax {
-    /// The indices on the host.
-    pub fn to_vec(&self) -> Vec<u32> {
-        match self {
-            Argmax::Host(v) => v.clone(),
-            Argmax::Gpu(g) => g.download(cuda::gpu()),
-        }
-    }
-}
-
-/// Max-pool, and the winners for the backward.
-pub fn max_forward<T: Float>(x: &Tensor<T>, win: &Window) -> (Tensor<T>, Argmax) {
-    if x.is_gpu() {
-        let (y, argmax) = gpu_pool::max_forward(cuda::gpu(), x, win);
-        return (y, Argmax::Gpu(argmax));
-    }
+/// Max-pool, and the winners for the backward: per output element, the
+/// flat index within its image of the input element that won (the first
+/// maximum in window order).
+pub fn max_forward<T: Float>(x: &Tensor<T>, win: &Window) -> (Tensor<T>, Vec<u32>) {
     let [_, h, w, c] = nhwc(x.shape());
     let shape = out_shape(x.shape(), win);
     let out_per_image = shape[1] * shape[2] * c;
@@ -83,14 +62,10 @@ pub fn max_forward<T: Float>(x: &Tensor<T>, win: &Window) -> (Tensor<T>, Argmax)
                 }
             });
         });
-    (Tensor::new(&shape, y), Argmax::Host(arg))
+    (Tensor::new(&shape, y), arg)
 }
 
-pub fn max_backward<T: Float>(dy: &Tensor<T>, argmax: &Argmax, x_shape: &[usize], win: &Window) -> Tensor<T> {
-    let argmax = match argmax {
-        Argmax::Gpu(g) => return gpu_pool::max_backward(cuda::gpu(), dy, g, x_shape, win),
-        Argmax::Host(v) => v,
-    };
+pub fn max_backward<T: Float>(dy: &Tensor<T>, argmax: &[u32], x_shape: &[usize]) -> Tensor<T> {
     let [_, h, w, c] = nhwc(x_shape);
     let out_per_image = dy.numel() / x_shape[0];
     let mut dx = vec![T::zero(); x_shape.iter().product()];
@@ -109,9 +84,6 @@ pub fn max_backward<T: Float>(dy: &Tensor<T>, argmax: &Argmax, x_shape: &[usize]
 }
 
 pub fn avg_forward<T: Float>(x: &Tensor<T>, win: &Window) -> Tensor<T> {
-    if x.is_gpu() {
-        return gpu_pool::avg_forward(cuda::gpu(), x, win);
-    }
     let [_, h, w, c] = nhwc(x.shape());
     let shape = out_shape(x.shape(), win);
     let inv_area = T::of(1.0 / (win.size[0] * win.size[1]) as f64);
@@ -135,9 +107,6 @@ pub fn avg_forward<T: Float>(x: &Tensor<T>, win: &Window) -> Tensor<T> {
 }
 
 pub fn avg_backward<T: Float>(dy: &Tensor<T>, x_shape: &[usize], win: &Window) -> Tensor<T> {
-    if dy.is_gpu() {
-        return gpu_pool::avg_backward(cuda::gpu(), dy, x_shape, win);
-    }
     let [_, h, w, c] = nhwc(x_shape);
     let inv_area = T::of(1.0 / (win.size[0] * win.size[1]) as f64);
     let mut dx = vec![T::zero(); x_shape.iter().product()];

@@ -1,16 +1,11 @@
 //! Mean over H and W: the global average pool before each network's head.
-//! GPU tensors go to `crate::cuda::reduce`.
 
 use super::nhwc;
-use crate::cuda::{self, reduce as gpu_reduce};
 use crate::float::Float;
 use crate::tensor::Tensor;
 
 /// `[n, h, w, c] -> [n, c]`.
 pub fn mean_hw<T: Float>(x: &Tensor<T>) -> Tensor<T> {
-    if x.is_gpu() {
-        return gpu_reduce::mean_hw(cuda::gpu(), x);
-    }
     let [n, h, w, c] = nhwc(x.shape());
     let mut y = vec![0.0f64; n * c];
     for (img, yi) in y.chunks_mut(c).enumerate() {
@@ -26,9 +21,6 @@ pub fn mean_hw<T: Float>(x: &Tensor<T>) -> Tensor<T> {
 
 /// Spreads `dy` (`[n, c]`) evenly over the `h x w` pixels of each image.
 pub fn mean_hw_backward<T: Float>(dy: &Tensor<T>, x_shape: &[usize]) -> Tensor<T> {
-    if dy.is_gpu() {
-        return gpu_reduce::mean_hw_backward(cuda::gpu(), dy, x_shape);
-    }
     let [n, h, w, c] = nhwc(x_shape);
     let inv = T::of(1.0 / (h * w) as f64);
     let mut dx = Vec::with_capacity(n * h * w * c);

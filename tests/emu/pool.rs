@@ -19,7 +19,7 @@
 
 use crate::common::{bound, close, randn, same_bits, trial, under_seeds, Emu};
 use cifar_kern::cuda::pool::{avg_backward_plan, avg_forward_plan, max_backward_plan, max_forward_plan, PoolGeometry};
-use cifar_kern::ops::pool::{self as cpu, Argmax};
+use cifar_kern::ops::pool as cpu;
 use cifar_kern::{Float, Tensor, Window};
 use libtest_mimic::Trial;
 use rand::seq::SliceRandom;
@@ -102,9 +102,8 @@ fn max<T: Float>() -> Result<(), String> {
                 emu.download(pdx, &in_shape),
             ])
         })?;
-        let (y, argmax) = cpu::max_forward(&x, &win);
-        let arg = argmax.to_vec();
-        let dx = cpu::max_backward(&dy, &Argmax::Host(arg.clone()), &shape, &win);
+        let (y, arg) = cpu::max_forward(&x, &win);
+        let dx = cpu::max_backward(&dy, &arg, &shape);
         let what = |op: &str| format!("max-pool {op}, {name} at {shape:?}");
         same_bits(&out[0], &y, &what("forward"))?;
         same_bits(&out[1], &indices_as(&out_shape, &arg), &what("argmax"))?;

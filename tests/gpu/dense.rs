@@ -3,6 +3,7 @@
 
 use crate::harness::{needing, plain};
 use crate::util::{assert_bit_identical, assert_close, model_params, randn, PARITY, PARITY_F32};
+use cifar_kern::backend;
 use cifar_kern::cuda::dense;
 use cifar_kern::ops;
 use libtest_mimic::Trial;
@@ -94,8 +95,8 @@ fn gpu_dense_f32_matches_cpu() {
     assert_close(&gpu.download(&db), &cdb, PARITY_F32, "f32 db");
 }
 
-/// `ops::dense` sends GPU tensors to these kernels.
-fn gpu_dense_ops_dispatch_to_the_gpu() {
+/// `backend` sends GPU tensors to these kernels.
+fn gpu_dense_backend_dispatches_to_the_gpu() {
     let gpu = crate::gpu();
     let (x, w, b, dy) = (
         gpu.upload(&randn(&[BATCH, 64], 1.0, 11)),
@@ -103,19 +104,19 @@ fn gpu_dense_ops_dispatch_to_the_gpu() {
         gpu.upload(&randn(&[10], 1.0, 13)),
         gpu.upload(&randn(&[BATCH, 10], 1.0, 14)),
     );
-    let y = ops::dense::forward(&x, &w, &b);
+    let y = backend::dense(&x, &w, &b);
     assert!(y.is_gpu());
     assert_bit_identical(
         &gpu.download(&y),
         &gpu.download(&dense::forward(gpu, &x, &w, &b)),
         "forward",
     );
-    let via_ops = ops::dense::backward(&dy, &x, &w);
+    let via_backend = backend::dense_backward(&dy, &x, &w);
     let direct = dense::backward(gpu, &dy, &x, &w);
     for (a, b) in [
-        (&via_ops.0, &direct.0),
-        (&via_ops.1, &direct.1),
-        (&via_ops.2, &direct.2),
+        (&via_backend.0, &direct.0),
+        (&via_backend.1, &direct.1),
+        (&via_backend.2, &direct.2),
     ] {
         assert!(a.is_gpu());
         assert_bit_identical(&gpu.download(a), &gpu.download(b), "backward");
@@ -131,7 +132,7 @@ pub fn trials() -> Vec<Trial> {
             gpu_dense_matches_cpu,
             gpu_dense_is_deterministic,
             gpu_dense_f32_matches_cpu,
-            gpu_dense_ops_dispatch_to_the_gpu
+            gpu_dense_backend_dispatches_to_the_gpu
         ],
     );
     trials.extend(plain("dense", tests![head_shapes_are_the_networks]));

@@ -1,0 +1,280 @@
+//! The one backend switch: every op the tape records, sent to the CPU
+//! reference (`crate::ops`) or to the CUDA launchers (`crate::cuda`)
+//! according to where its inputs live.
+//!
+//! This is the only module that sees both backends (as candle's `Storage`
+//! dispatch is): `ops/` knows nothing of the GPU and `cuda/` nothing of the
+//! CPU reference. Inputs on different devices are a bug, never a silent
+//! copy: a tensor moves only through [`Backend::place`] or
+//! [`Tensor::to_host`].
+//!
+//! The few values an op hands from its forward to its backward that are
+//! not tensors (max-pool's winners, the labels) are kept where the op ran:
+//! [`Argmax`], [`Labels`].
+
+use crate::cuda::{self, pool::GpuArgmax, DeviceBuffer, Gpu};
+use crate::float::Float;
+use crate::layers::{batchnorm::BatchStats, Window};
+use crate::ops;
+use crate::tensor::Tensor;
+use std::sync::Arc;
+
+/// Where ops run: the CPU reference or the GPU.
+#[derive(Clone, Copy)]
+pub enum Backend {
+    Cpu,
+    Gpu(&'static Gpu),
+}
+
+impl Backend {
+    /// Where `t` lives.
+    pub fn of<T>(t: &Tensor<T>) -> Self {
+        if t.is_gpu() {
+            Backend::Gpu(cuda::gpu())
+        } else {
+            Backend::Cpu
+        }
+    }
+
+    /// Where all of `op`'s inputs live; inputs on two devices are a bug.
+    fn of_all<T>(op: &str, inputs: &[&Tensor<T>]) -> Self {
+        let first = inputs[0].is_gpu();
+        assert!(
+            inputs.iter().all(|t| t.is_gpu() == first),
+            "{op}: inputs on different devices (move them with Backend::place or to_host first)"
+        );
+        Self::of(inputs[0])
+    }
+
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Backend::Gpu(_))
+    }
+
+    /// `t` on this backend: uploaded if it is on the host and this is the GPU.
+    pub fn place<T: Float>(self, t: Tensor<T>) -> Tensor<T> {
+        match self {
+            Backend::Gpu(gpu) if !t.is_gpu() => gpu.upload(&t),
+            _ => t,
+        }
+    }
+
+    /// Class labels where this backend reads them.
+    pub fn labels(self, labels: &[u32]) -> Labels {
+        match self {
+            Backend::Cpu => Labels::Host(labels.into()),
+            Backend::Gpu(gpu) => Labels::Gpu(Arc::new(gpu.upload_buffer(labels))),
+        }
+    }
+}
+
+/// A batch's class labels, where its logits are.
+#[derive(Clone)]
+pub enum Labels {
+    Host(Arc<[u32]>),
+    Gpu(Arc<DeviceBuffer<u32>>),
+}
+
+/// Max-pool's winners, where the forward ran (see [`ops::pool::max_forward`]).
+pub enum Argmax {
+    Host(Vec<u32>),
+    Gpu(GpuArgmax),
+}
+
+pub fn conv_forward<T: Float>(x: &Tensor<T>, w: &Tensor<T>, b: Option<&Tensor<T>>, win: &Window) -> Tensor<T> {
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    match Backend::of_all("conv", &inputs) {
+        Backend::Cpu => ops::conv::forward(x, w, b, win),
+        Backend::Gpu(gpu) => cuda::conv::forward(gpu, x, w, b, win),
+    }
+}
+
+pub fn conv_backward_data<T: Float>(dy: &Tensor<T>, x_shape: &[usize], w: &Tensor<T>, win: &Window) -> Tensor<T> {
+    match Backend::of_all("conv backward_data", &[dy, w]) {
+        Backend::Cpu => ops::conv::backward_data(dy, x_shape, w, win),
+        Backend::Gpu(gpu) => cuda::conv::backward_data(gpu, dy, x_shape, w, win),
+    }
+}
+
+pub fn conv_backward_weight<T: Float>(dy: &Tensor<T>, x: &Tensor<T>, w_shape: &[usize], win: &Window) -> Tensor<T> {
+    match Backend::of_all("conv backward_weight", &[dy, x]) {
+        Backend::Cpu => ops::conv::backward_weight(dy, x, w_shape, win),
+        Backend::Gpu(gpu) => cuda::conv::backward_weight(gpu, dy, x, w_shape, win),
+    }
+}
+
+pub fn conv_backward_bias<T: Float>(dy: &Tensor<T>) -> Tensor<T> {
+    match Backend::of(dy) {
+        Backend::Cpu => ops::conv::backward_bias(dy),
+        Backend::Gpu(gpu) => cuda::conv::backward_bias(gpu, dy),
+    }
+}
+
+pub fn batch_norm_train<T: Float>(x: &Tensor<T>, scale: &Tensor<T>, bias: &Tensor<T>) -> (Tensor<T>, BatchStats<T>) {
+    match Backend::of_all("batch norm", &[x, scale, bias]) {
+        Backend::Cpu => ops::batchnorm::forward_train(x, scale, bias),
+        Backend::Gpu(gpu) => cuda::batchnorm::forward_train(gpu, x, scale, bias),
+    }
+}
+
+pub fn batch_norm_eval<T: Float>(
+    x: &Tensor<T>,
+    scale: &Tensor<T>,
+    bias: &Tensor<T>,
+    running: &BatchStats<T>,
+) -> Tensor<T> {
+    let (mean, var) = (&running.mean, &running.var);
+    match Backend::of_all("batch norm", &[x, scale, bias, mean, var]) {
+        Backend::Cpu => ops::batchnorm::forward_eval(x, scale, bias, mean, var),
+        Backend::Gpu(gpu) => cuda::batchnorm::forward_eval(gpu, x, scale, bias, mean, var),
+    }
+}
+
+/// `running = momentum * running + (1 - momentum) * batch`, in place.
+pub fn batch_norm_update_running<T: Float>(mean: &mut Tensor<T>, var: &mut Tensor<T>, batch: &BatchStats<T>) {
+    match Backend::of_all("batch norm running statistics", &[mean, var, &batch.mean, &batch.var]) {
+        Backend::Cpu => ops::batchnorm::update_running(mean, var, batch),
+        Backend::Gpu(gpu) => cuda::batchnorm::update_running(gpu, mean, var, batch),
+    }
+}
+
+/// `(dx, dscale, dbias)`; see [`ops::batchnorm::backward`].
+pub fn batch_norm_backward<T: Float>(
+    dy: &Tensor<T>,
+    x: &Tensor<T>,
+    scale: &Tensor<T>,
+    stats: &BatchStats<T>,
+    train: bool,
+) -> (Tensor<T>, Tensor<T>, Tensor<T>) {
+    match Backend::of_all("batch norm backward", &[dy, x, scale, &stats.mean, &stats.var]) {
+        Backend::Cpu => ops::batchnorm::backward(dy, x, scale, stats, train),
+        Backend::Gpu(gpu) => cuda::batchnorm::backward(gpu, dy, x, scale, stats, train),
+    }
+}
+
+pub fn relu<T: Float>(x: &Tensor<T>) -> Tensor<T> {
+    match Backend::of(x) {
+        Backend::Cpu => ops::elementwise::relu(x),
+        Backend::Gpu(gpu) => cuda::elementwise::relu(gpu, x),
+    }
+}
+
+pub fn relu_backward<T: Float>(dy: &Tensor<T>, y: &Tensor<T>) -> Tensor<T> {
+    match Backend::of_all("relu backward", &[dy, y]) {
+        Backend::Cpu => ops::elementwise::relu_backward(dy, y),
+        Backend::Gpu(gpu) => cuda::elementwise::relu_backward(gpu, dy, y),
+    }
+}
+
+pub fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
+    match Backend::of_all("add", &[a, b]) {
+        Backend::Cpu => ops::elementwise::add(a, b),
+        Backend::Gpu(gpu) => cuda::elementwise::add(gpu, a, b),
+    }
+}
+
+pub fn max_pool<T: Float>(x: &Tensor<T>, win: &Window) -> (Tensor<T>, Argmax) {
+    match Backend::of(x) {
+        Backend::Cpu => {
+            let (y, argmax) = ops::pool::max_forward(x, win);
+            (y, Argmax::Host(argmax))
+        }
+        Backend::Gpu(gpu) => {
+            let (y, argmax) = cuda::pool::max_forward(gpu, x, win);
+            (y, Argmax::Gpu(argmax))
+        }
+    }
+}
+
+pub fn max_pool_backward<T: Float>(dy: &Tensor<T>, argmax: &Argmax, x_shape: &[usize], win: &Window) -> Tensor<T> {
+    match (Backend::of(dy), argmax) {
+        (Backend::Cpu, Argmax::Host(a)) => ops::pool::max_backward(dy, a, x_shape),
+        (Backend::Gpu(gpu), Argmax::Gpu(a)) => cuda::pool::max_backward(gpu, dy, a, x_shape, win),
+        _ => panic!("max-pool backward: dy and the winners on different devices"),
+    }
+}
+
+pub fn avg_pool<T: Float>(x: &Tensor<T>, win: &Window) -> Tensor<T> {
+    match Backend::of(x) {
+        Backend::Cpu => ops::pool::avg_forward(x, win),
+        Backend::Gpu(gpu) => cuda::pool::avg_forward(gpu, x, win),
+    }
+}
+
+pub fn avg_pool_backward<T: Float>(dy: &Tensor<T>, x_shape: &[usize], win: &Window) -> Tensor<T> {
+    match Backend::of(dy) {
+        Backend::Cpu => ops::pool::avg_backward(dy, x_shape, win),
+        Backend::Gpu(gpu) => cuda::pool::avg_backward(gpu, dy, x_shape, win),
+    }
+}
+
+pub fn mean_hw<T: Float>(x: &Tensor<T>) -> Tensor<T> {
+    match Backend::of(x) {
+        Backend::Cpu => ops::reduce::mean_hw(x),
+        Backend::Gpu(gpu) => cuda::reduce::mean_hw(gpu, x),
+    }
+}
+
+pub fn mean_hw_backward<T: Float>(dy: &Tensor<T>, x_shape: &[usize]) -> Tensor<T> {
+    match Backend::of(dy) {
+        Backend::Cpu => ops::reduce::mean_hw_backward(dy, x_shape),
+        Backend::Gpu(gpu) => cuda::reduce::mean_hw_backward(gpu, dy, x_shape),
+    }
+}
+
+pub fn dense<T: Float>(x: &Tensor<T>, w: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
+    match Backend::of_all("dense", &[x, w, b]) {
+        Backend::Cpu => ops::dense::forward(x, w, b),
+        Backend::Gpu(gpu) => cuda::dense::forward(gpu, x, w, b),
+    }
+}
+
+/// `(dx, dw, db)`.
+pub fn dense_backward<T: Float>(dy: &Tensor<T>, x: &Tensor<T>, w: &Tensor<T>) -> (Tensor<T>, Tensor<T>, Tensor<T>) {
+    match Backend::of_all("dense backward", &[dy, x, w]) {
+        Backend::Cpu => ops::dense::backward(dy, x, w),
+        Backend::Gpu(gpu) => cuda::dense::backward(gpu, dy, x, w),
+    }
+}
+
+pub fn concat<T: Float>(parts: &[&Tensor<T>]) -> Tensor<T> {
+    match Backend::of_all("concat", parts) {
+        Backend::Cpu => ops::concat::forward(parts),
+        Backend::Gpu(gpu) => cuda::concat::forward(gpu, parts),
+    }
+}
+
+pub fn concat_backward<T: Float>(dy: &Tensor<T>, widths: &[usize]) -> Vec<Tensor<T>> {
+    match Backend::of(dy) {
+        Backend::Cpu => ops::concat::backward(dy, widths),
+        Backend::Gpu(gpu) => cuda::concat::backward(gpu, dy, widths),
+    }
+}
+
+/// The mean cross-entropy as a scalar tensor where `logits` live (on the
+/// GPU it stays there: reading it is the caller's choice).
+pub fn cross_entropy<T: Float>(logits: &Tensor<T>, labels: &Labels) -> Tensor<T> {
+    match (Backend::of(logits), labels) {
+        (Backend::Cpu, Labels::Host(l)) => Tensor::scalar(ops::loss::cross_entropy(logits, l)),
+        (Backend::Gpu(gpu), Labels::Gpu(l)) => cuda::loss::cross_entropy(gpu, logits, l),
+        _ => panic!("cross-entropy: logits and labels on different devices"),
+    }
+}
+
+/// d loss / d logits for the scalar `dloss` (a tensor where `logits` are).
+pub fn cross_entropy_backward<T: Float>(logits: &Tensor<T>, labels: &Labels, dloss: &Tensor<T>) -> Tensor<T> {
+    match (Backend::of_all("cross-entropy backward", &[logits, dloss]), labels) {
+        (Backend::Cpu, Labels::Host(l)) => ops::loss::cross_entropy_backward(logits, l, dloss.item()),
+        (Backend::Gpu(gpu), Labels::Gpu(l)) => cuda::loss::cross_entropy_backward(gpu, logits, l, dloss),
+        _ => panic!("cross-entropy backward: logits and labels on different devices"),
+    }
+}
+
+/// How many rows' largest logit is the label.
+pub fn correct<T: Float>(logits: &Tensor<T>, labels: &Labels) -> usize {
+    match (Backend::of(logits), labels) {
+        (Backend::Cpu, Labels::Host(l)) => ops::loss::correct(logits, l),
+        (Backend::Gpu(gpu), Labels::Gpu(l)) => gpu.download_buffer(&cuda::loss::correct(gpu, logits, l))[0] as usize,
+        _ => panic!("correct: logits and labels on different devices"),
+    }
+}
