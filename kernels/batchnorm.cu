@@ -19,7 +19,8 @@
 // the forward, the gradient factors of the backward) are computed once per
 // channel by small kernels into a double workspace, then applied one thread
 // per element in a grid-stride loop. update_running is a single tiny kernel,
-// so it can sit in a CUDA graph.
+// so it can sit in a CUDA graph; it reads the epoch's `halted` word (see
+// optim.cu) and changes nothing once a loss of the epoch was not finite.
 
 #include "common.cuh"
 
@@ -125,6 +126,7 @@ struct UpdateRunningParams {
     gptr<T> var;               // [c], updated in place
     gptr<const T> batch_mean;  // [c]
     gptr<const T> batch_var;   // [c]
+    gptr<const uint64_t> halted;  // nonzero: the step's loss was not finite, change nothing (may be null)
     uint64_t c;
     double momentum;
 };
@@ -256,6 +258,7 @@ __device__ void input_grad(InputGradParams<T> p) {
 
 template <typename T>
 __device__ void update_running(UpdateRunningParams<T> p) {
+    if (p.halted && *p.halted != 0) return;
     const double keep = p.momentum, take = 1.0 - p.momentum;
     GRID_STRIDE(ch, p.c) {
         p.mean[ch] = (T)(keep * (double)p.mean[ch] + take * (double)p.batch_mean[ch]);

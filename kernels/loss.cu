@@ -10,7 +10,13 @@
 // - cross_entropy_backward: grid-stride over rows; each row writes
 //   (softmax - onehot) * dloss / n. dloss is read from device memory, so a
 //   captured graph can take it as an input.
-// - correct: like cross_entropy, with integer partials.
+// - accumulate_step: adds a training step to the epoch's totals in device
+//   memory: its correct predictions (counted like cross_entropy's sum, with
+//   integer partials) and its loss. A non-finite loss is not added: it sets
+//   `first_bad_step`, after which nothing is added any more, and the
+//   optimiser and the running-statistics update (optim.cu, batchnorm.cu)
+//   read that word and change nothing. The host reads the totals once per
+//   epoch, so a step never waits for the GPU.
 // Deterministic: every sum has a fixed partition (rows by thread index) and
 // a fixed order; no atomics.
 //
@@ -44,11 +50,21 @@ struct LossBackwardParams {
     uint64_t k;
 };
 
+// An epoch's totals (EpochTotals in src/layers.rs, word for word).
+struct EpochTotals {
+    double loss_sum;          // the finite losses, summed
+    uint64_t correct;         // correct predictions of those steps
+    uint64_t steps;           // steps counted, the first bad one included
+    uint64_t first_bad_step;  // 1-based step of the first non-finite loss; 0: none
+    double bad_loss;          // that loss
+};
+
 template <typename T>
-struct CorrectParams {
+struct AccumulateParams {
     gptr<const T> logits;
     gptr<const uint32_t> labels;
-    gptr<uint32_t> correct;  // scalar
+    gptr<const T> loss;  // the step's mean loss, a scalar
+    gptr<EpochTotals> totals;
     uint64_t n;
     uint64_t k;
 };
@@ -114,13 +130,22 @@ __device__ void cross_entropy_backward(LossBackwardParams<T> p) {
 }
 
 template <typename T>
-__device__ void correct(CorrectParams<T> p) {
-    uint32_t partial = 0;
+__device__ void accumulate_step(AccumulateParams<T> p) {
+    uint64_t partial = 0;
     for (uint64_t r = threadIdx.x; r < p.n; r += REDUCE_THREADS) {
         partial += argmax(p.logits + r * p.k, p.k) == p.labels[r];
     }
-    const uint32_t total = block_sum(partial);
-    if (threadIdx.x == 0) *p.correct = total;
+    const uint64_t correct = block_sum(partial);
+    if (threadIdx.x != 0 || p.totals->first_bad_step != 0) return;
+    const double loss = (double)*p.loss;
+    p.totals->steps += 1;
+    if (isfinite(loss)) {
+        p.totals->loss_sum += loss;
+        p.totals->correct += correct;
+    } else {
+        p.totals->first_bad_step = p.totals->steps;
+        p.totals->bad_loss = loss;
+    }
 }
 
 #define INSTANTIATE(T, suffix)                                                                   \
@@ -130,7 +155,7 @@ __device__ void correct(CorrectParams<T> p) {
         cross_entropy_backward(p);                                                                \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)                                  \
-        correct_##suffix(CorrectParams<T> p) { correct(p); }
+        accumulate_step_##suffix(AccumulateParams<T> p) { accumulate_step(p); }
 
 INSTANTIATE(float, f32)
 INSTANTIATE(double, f64)

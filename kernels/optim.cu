@@ -17,6 +17,12 @@
 // CUDA's pow() differs from the host's by an ulp in the bias corrections.
 // The schedule and the corrections are computed in double, as on the CPU.
 //
+// A step whose loss was not finite changes nothing: both kernels read the
+// epoch's `halted` word (EpochTotals::first_bad_step of loss.cu, set by
+// accumulate_step earlier on the stream) and return at once when it is set,
+// so that step and every later one of the epoch leave parameters, moments
+// and the update count as they were. A null `halted` never halts (tests).
+//
 // Deterministic: purely element-wise; nothing is shared between threads.
 
 #include "common.cuh"
@@ -41,6 +47,7 @@ struct OptimizerParams {
     gptr<T> mu;           // [len]: SGD's momentum trace or Adam's first moment
     gptr<T> nu;           // [len]: Adam's second moment; null for SGD
     gptr<const StepState> state;
+    gptr<const uint64_t> halted;  // nonzero: change nothing (may be null)
     uint64_t len;
     uint32_t kind;
     uint32_t num_boundaries;
@@ -82,8 +89,16 @@ __device__ T clip(T g, T bound) {
     return g > bound ? bound : (g < -bound ? -bound : g);
 }
 
+struct AdvanceParams {
+    gptr<StepState> state;
+    gptr<const uint64_t> halted;  // as OptimizerParams::halted
+};
+
+__device__ inline bool is_halted(gptr<const uint64_t> halted) { return halted && *halted != 0; }
+
 template <typename T>
 __device__ void optimizer_update(const OptimizerParams<T>& p) {
+    if (is_halted(p.halted)) return;
     const uint64_t t = p.state->t;
     const T neg_lr = (T)(-learning_rate(p, t));
     const T bound = (T)p.clip;
@@ -124,13 +139,15 @@ __device__ void optimizer_update(const OptimizerParams<T>& p) {
 }
 
 // One thread, launched after optimizer_update on the same stream.
-__device__ void advance_step(gptr<StepState> state) { state->t += 1; }
+__device__ void advance_step(AdvanceParams p) {
+    if (!is_halted(p.halted)) p.state->t += 1;
+}
 
 #define INSTANTIATE(T, suffix)                                                                  \
     extern "C" __global__ void optimizer_update_##suffix(OptimizerParams<T> p) {                \
         optimizer_update(p);                                                                    \
     }                                                                                           \
-    extern "C" __global__ void advance_step_##suffix(gptr<StepState> state) { advance_step(state); }
+    extern "C" __global__ void advance_step_##suffix(AdvanceParams p) { advance_step(p); }
 
 INSTANTIATE(float, f32)
 INSTANTIATE(double, f64)

@@ -10,11 +10,13 @@
 //!
 //! The few values an op hands from its forward to its backward that are
 //! not tensors (max-pool's winners, the labels) are kept where the op ran:
-//! [`Argmax`], [`Labels`].
+//! [`Argmax`], [`Labels`]; so are a training epoch's totals
+//! ([`StepTotals`]), whose first non-finite loss halts the epoch's updates
+//! ([`Halt`]) without the host looking.
 
-use crate::cuda::{self, pool::GpuArgmax, DeviceBuffer, Gpu};
+use crate::cuda::{self, loss::DeviceTotals, pool::GpuArgmax, DeviceBuffer, Gpu};
 use crate::float::Float;
-use crate::layers::{batchnorm::BatchStats, Window};
+use crate::layers::{batchnorm::BatchStats, loss::EpochTotals, Window};
 use crate::ops;
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -130,11 +132,22 @@ pub fn batch_norm_eval<T: Float>(
     }
 }
 
-/// `running = momentum * running + (1 - momentum) * batch`, in place.
-pub fn batch_norm_update_running<T: Float>(mean: &mut Tensor<T>, var: &mut Tensor<T>, batch: &BatchStats<T>) {
-    match Backend::of_all("batch norm running statistics", &[mean, var, &batch.mean, &batch.var]) {
-        Backend::Cpu => ops::batchnorm::update_running(mean, var, batch),
-        Backend::Gpu(gpu) => cuda::batchnorm::update_running(gpu, mean, var, batch),
+/// `running = momentum * running + (1 - momentum) * batch`, in place,
+/// unless `halt` says an earlier loss of the epoch was not finite.
+pub fn batch_norm_update_running<T: Float>(
+    mean: &mut Tensor<T>,
+    var: &mut Tensor<T>,
+    batch: &BatchStats<T>,
+    halt: Halt,
+) {
+    match (
+        Backend::of_all("batch norm running statistics", &[mean, var, &batch.mean, &batch.var]),
+        halt,
+    ) {
+        (_, Halt::Host(true)) => {}
+        (Backend::Cpu, Halt::Host(false)) => ops::batchnorm::update_running(mean, var, batch),
+        (Backend::Gpu(gpu), _) => cuda::batchnorm::update_running(gpu, mean, var, batch, halt.device_word()),
+        (Backend::Cpu, Halt::Device(_)) => panic!("a CPU update halted by a GPU flag"),
     }
 }
 
@@ -270,11 +283,87 @@ pub fn cross_entropy_backward<T: Float>(logits: &Tensor<T>, labels: &Labels, dlo
     }
 }
 
-/// How many rows' largest logit is the label.
-pub fn correct<T: Float>(logits: &Tensor<T>, labels: &Labels) -> usize {
-    match (Backend::of(logits), labels) {
-        (Backend::Cpu, Labels::Host(l)) => ops::loss::correct(logits, l),
-        (Backend::Gpu(gpu), Labels::Gpu(l)) => gpu.download_buffer(&cuda::loss::correct(gpu, logits, l))[0] as usize,
-        _ => panic!("correct: logits and labels on different devices"),
+/// Whether an epoch's updates must stop because one of its losses was not
+/// finite: known on the host, or a word in device memory that the GPU's
+/// update kernels read (so the host never waits to find out).
+#[derive(Clone, Copy, Debug)]
+pub enum Halt {
+    Host(bool),
+    /// The address of the epoch's `first_bad_step` word.
+    Device(u64),
+}
+
+impl Halt {
+    /// For updates outside a training epoch (tests).
+    pub const NEVER: Halt = Halt::Host(false);
+
+    /// The address a GPU kernel reads; 0 never halts.
+    pub fn device_word(self) -> u64 {
+        match self {
+            Halt::Device(word) => word,
+            Halt::Host(false) => 0,
+            Halt::Host(true) => panic!("a halted update must not be launched"),
+        }
+    }
+}
+
+/// An epoch's training totals (loss, correct predictions, the first
+/// non-finite loss) where the steps run: on the host, or in device memory,
+/// read once per epoch so that no step waits for the GPU.
+pub enum StepTotals {
+    Host(EpochTotals),
+    Gpu(&'static Gpu, DeviceTotals),
+}
+
+impl StepTotals {
+    pub fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Cpu => StepTotals::Host(EpochTotals::default()),
+            Backend::Gpu(gpu) => StepTotals::Gpu(gpu, DeviceTotals::new(gpu)),
+        }
+    }
+
+    /// Adds a step: its mean `loss` (a scalar) and how many rows' largest
+    /// logit is the label.
+    pub fn record<T: Float>(&mut self, logits: &Tensor<T>, labels: &Labels, loss: &Tensor<T>) {
+        match (self, labels) {
+            (StepTotals::Host(totals), Labels::Host(l)) => {
+                totals.record(loss.item().f64(), ops::loss::correct(logits, l) as u64)
+            }
+            (StepTotals::Gpu(gpu, totals), Labels::Gpu(l)) => cuda::loss::accumulate_step(gpu, logits, l, loss, totals),
+            _ => panic!("step totals: logits and labels on different devices"),
+        }
+    }
+
+    /// What the epoch's remaining updates must obey.
+    pub fn halt(&self) -> Halt {
+        match self {
+            StepTotals::Host(totals) => Halt::Host(totals.first_bad_step != 0),
+            StepTotals::Gpu(gpu, totals) => Halt::Device(totals.halted(gpu)),
+        }
+    }
+
+    /// The totals, when reading them costs no wait (on the host).
+    pub fn peek(&self) -> Option<EpochTotals> {
+        match self {
+            StepTotals::Host(totals) => Some(*totals),
+            StepTotals::Gpu(..) => None,
+        }
+    }
+
+    /// The totals so far; on the GPU this waits for it.
+    pub fn read(&self) -> EpochTotals {
+        match self {
+            StepTotals::Host(totals) => *totals,
+            StepTotals::Gpu(gpu, totals) => totals.read(gpu),
+        }
+    }
+
+    /// Zero, for the next epoch.
+    pub fn reset(&mut self) {
+        match self {
+            StepTotals::Host(totals) => *totals = EpochTotals::default(),
+            StepTotals::Gpu(gpu, totals) => totals.reset(gpu),
+        }
     }
 }

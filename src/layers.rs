@@ -1,8 +1,8 @@
 //! What a layer is, whichever backend computes it: window geometry, shapes
-//! and their checks, batch-norm constants and statistics. Both the CPU
-//! reference (`ops/`) and the CUDA launchers (`cuda/`) build on this module,
-//! so `cuda/` never imports the CPU reference (issue 10; `tests/imports.rs`
-//! checks it). It imports nothing above [`Tensor`](crate::tensor::Tensor).
+//! and their checks, batch-norm constants and statistics, the loss's epoch
+//! totals. Both the CPU reference (`ops/`) and the CUDA launchers (`cuda/`)
+//! build on this module, so `cuda/` never imports the CPU reference (issue
+//! 10; `tests/imports.rs` checks it). It imports nothing above [`Tensor`](crate::tensor::Tensor).
 
 /// A sliding window over H and W: a conv kernel or a pooling window.
 /// Padding is explicit per side (`pad_lo` before, `pad_hi` after).
@@ -111,5 +111,88 @@ pub mod dense {
         let (n, k, o) = dims(x, w);
         assert_eq!(b.shape(), [o], "dense bias must have shape [{o}]");
         (n, k, o)
+    }
+}
+
+/// What the training loss adds up over an epoch, step by step: the CPU
+/// reference of `accumulate_step` in `kernels/loss.cu`, whose device copy
+/// has this layout word for word, so the host reads it once per epoch.
+pub mod loss {
+    /// An epoch's totals. A non-finite loss is not added: it marks its step
+    /// as the first bad one, and from then on nothing is added.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq)]
+    pub struct EpochTotals {
+        /// The finite losses (each a batch mean), summed.
+        pub loss_sum: f64,
+        /// Correct predictions of those steps.
+        pub correct: u64,
+        /// Steps counted, the first bad one included.
+        pub steps: u64,
+        /// 1-based step of the epoch whose loss was not finite; 0 for none.
+        pub first_bad_step: u64,
+        /// That loss.
+        pub bad_loss: f64,
+    }
+
+    /// Words of [`EpochTotals`] (all fields are 8 bytes).
+    pub const WORDS: usize = 5;
+    /// The word of `first_bad_step`: the flag the optimiser and the
+    /// running-statistics kernels read.
+    pub const FIRST_BAD_STEP_WORD: usize = 3;
+
+    impl EpochTotals {
+        /// Adds one step, as `accumulate_step` does.
+        pub fn record(&mut self, loss: f64, correct: u64) {
+            if self.first_bad_step != 0 {
+                return;
+            }
+            self.steps += 1;
+            if loss.is_finite() {
+                self.loss_sum += loss;
+                self.correct += correct;
+            } else {
+                self.first_bad_step = self.steps;
+                self.bad_loss = loss;
+            }
+        }
+
+        /// The totals from their device words.
+        pub fn from_words(w: [u64; WORDS]) -> Self {
+            EpochTotals {
+                loss_sum: f64::from_bits(w[0]),
+                correct: w[1],
+                steps: w[2],
+                first_bad_step: w[3],
+                bad_loss: f64::from_bits(w[4]),
+            }
+        }
+
+        /// The non-finite loss that stopped the epoch, if one did.
+        pub fn bad_loss(&self) -> Option<f64> {
+            (self.first_bad_step != 0).then_some(self.bad_loss)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_bad_step_stops_the_count() {
+            let mut t = EpochTotals::default();
+            t.record(2.5, 7);
+            t.record(f64::NAN, 3);
+            t.record(1.0, 9);
+            assert_eq!((t.loss_sum, t.correct, t.steps, t.first_bad_step), (2.5, 7, 2, 2));
+            assert!(t.bad_loss().unwrap().is_nan());
+            let words = [2.5f64.to_bits(), 7, 2, 2, f64::INFINITY.to_bits()];
+            assert_eq!(EpochTotals::from_words(words).bad_loss(), Some(f64::INFINITY));
+            assert_eq!(std::mem::size_of::<EpochTotals>(), WORDS * 8);
+            assert_eq!(
+                std::mem::offset_of!(EpochTotals, first_bad_step),
+                FIRST_BAD_STEP_WORD * 8
+            );
+        }
     }
 }

@@ -15,7 +15,7 @@
 //!   `curves.png`, drawn from the metrics when the run finishes.
 
 use crate::autograd::{Tape, Var};
-use crate::backend::{self, Backend};
+use crate::backend::{Backend, Halt, StepTotals};
 use crate::checkpoint::{self, CheckpointMetadata, NamedTensors};
 use crate::counters::{self, Event};
 use crate::cuda::optim::{FlatLayout, GpuOptimizer};
@@ -25,6 +25,7 @@ use crate::device::Device;
 use crate::evaluate::{self, accuracy};
 use crate::interrupt;
 use crate::kill_point::{self, Phase};
+use crate::layers::loss::EpochTotals;
 use crate::models::{Ctx, ModelKind, ModelState};
 use crate::ops::batchnorm::MOMENTUM;
 use crate::optim::{Optimizer, OptimizerConfig, StateError};
@@ -32,7 +33,7 @@ use crate::pictures::curves;
 use crate::runs::RunDir;
 use crate::tensor::Tensor;
 use crate::tensorboard::EventWriter;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -270,6 +271,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         (state, optimizer, Progress { epoch: 0, best: None })
     };
     *interrupt::status() = interrupted_line(config, &run, progress.epoch);
+    let mut totals = StepTotals::new(backend);
     let mut events = EventWriter::create(run.path())?;
     eprintln!(
         "training {} ({} parameters) for {} of {} on {} images",
@@ -283,45 +285,52 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
     while progress.epoch < config.epochs {
         let epoch = progress.epoch; // 0-based index of the epoch being run
         kill_point::enter_epoch(epoch + 1);
+        let lr = optimizer.learning_rate();
+        totals.reset();
         let started = Instant::now();
         let counts_before = counters::snapshot();
         let bar = progress_bar(config, steps_per_epoch, epoch);
-        let (mut loss_sum, mut correct, mut seen) = (0.0, 0, 0);
-        let lr = optimizer.learning_rate();
+        let mut seen = 0;
+        // A bad loss leaves the step count where it was: the next step is the bad one.
+        let stopped = |optimizer: &TrainOptimizer| {
+            format!(
+                "training stopped in epoch {}, step {}; the checkpoints in {} (after epoch {}) are kept",
+                epoch + 1,
+                optimizer.step_count() + 1,
+                run.path().display(),
+                progress.epoch
+            )
+        };
         for batch in loader.epoch(epoch) {
             let batch = Batch {
                 images: backend.place(batch.images),
                 labels: batch.labels,
             };
-            let (batch_loss, batch_correct) = train_step(config.model, &mut state, &mut optimizer, batch)
-                .with_context(|| {
-                    format!(
-                        "training stopped in epoch {}, step {}; the checkpoints in {} (after epoch {}) are kept",
-                        epoch + 1,
-                        optimizer.step_count() + 1,
-                        run.path().display(),
-                        progress.epoch
-                    )
-                })?;
-            loss_sum += batch_loss;
-            correct += batch_correct;
+            train_step(config.model, &mut state, &mut optimizer, batch, &mut totals)
+                .with_context(|| stopped(&optimizer))?;
             seen += config.batch_size;
             let rate = seen as f64 / started.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "loss {:.4} acc {:.3} {rate:.0} img/s",
-                loss_sum / (seen / config.batch_size) as f64,
-                correct as f64 / seen as f64
-            ));
+            // Loss and accuracy so far only where reading them costs no wait
+            // (the CPU): the GPU's totals are read once, at the epoch's end.
+            let so_far = totals.peek().map(|t| {
+                let (loss, acc) = (t.loss_sum / t.steps as f64, t.correct as f64 / seen as f64);
+                format!("loss {loss:.4} acc {acc:.3} ")
+            });
+            bar.set_message(format!("{}{rate:.0} img/s", so_far.unwrap_or_default()));
             bar.inc(1);
         }
         bar.finish_and_clear();
         let counts = counters::snapshot().since(&counts_before);
+        let epoch_totals = totals.read();
+        if let Some(bad) = epoch_totals.bad_loss() {
+            return Err(anyhow!(bad_loss(bad))).with_context(|| stopped(&optimizer));
+        }
         let per_step = |event| counts.get(event) as f64 / steps_per_epoch as f64;
         let train_seconds = started.elapsed().as_secs_f64();
         progress.epoch += 1;
 
-        let train_loss = loss_sum / steps_per_epoch as f64;
-        let train_acc = correct as f64 / seen as f64;
+        let train_loss = epoch_totals.loss_sum / steps_per_epoch as f64;
+        let train_acc = epoch_totals.correct as f64 / seen as f64;
         let validate = progress.epoch % 2 == 0 || progress.epoch == config.epochs;
         let val_acc = validate.then(|| accuracy(config.model, &state, &train_images, config.eval_subset(&split.val)));
         if let Some(acc) = val_acc {
@@ -414,10 +423,12 @@ impl TrainOptimizer {
         }
     }
 
-    fn step(&mut self, params: &mut BTreeMap<String, Tensor<f32>>, grads: &BTreeMap<String, Tensor<f32>>) {
-        match self {
-            TrainOptimizer::Host(opt) => opt.step(params, grads),
-            TrainOptimizer::Gpu(gpu, opt) => opt.step_named(gpu, params, grads),
+    /// One update, unless `halt` says a loss of the epoch was not finite.
+    fn step(&mut self, params: &mut BTreeMap<String, Tensor<f32>>, grads: &BTreeMap<String, Tensor<f32>>, halt: Halt) {
+        match (self, halt) {
+            (_, Halt::Host(true)) => {}
+            (TrainOptimizer::Host(opt), _) => opt.step(params, grads),
+            (TrainOptimizer::Gpu(gpu, opt), _) => opt.step_named(gpu, params, grads, halt.device_word()),
         }
     }
 
@@ -453,30 +464,34 @@ impl TrainOptimizer {
     }
 }
 
-/// One optimisation step; returns the batch's loss and how many images it
-/// classified correctly. A non-finite loss is an error and changes nothing.
+/// One optimisation step on a batch already where the state lives: adds
+/// its loss and correct predictions to `totals`. A non-finite loss changes
+/// nothing, and no later update of the epoch does either (`totals` halts
+/// them); on the CPU it is an error at once, on the GPU the epoch's end
+/// finds it ([`bad_loss`]), so the host never waits for the GPU here.
 ///
 /// Nothing of the state is copied: the forward reads the state's own
 /// parameters (the tape shares them) and only collects BatchNorm's batch
-/// statistics, so the state is untouched until the loss is known finite;
-/// then the optimiser and the running-statistics update change it in place.
+/// statistics, so the state is untouched until the loss is recorded; then
+/// the optimiser and the running-statistics update change it in place,
+/// both guarded by the totals' halt.
 pub fn train_step(
     model: ModelKind,
     state: &mut ModelState<f32>,
     optimizer: &mut TrainOptimizer,
     batch: Batch,
-) -> Result<(f64, usize)> {
+    totals: &mut StepTotals,
+) -> Result<()> {
     let tape = Tape::new();
     let mut ctx = Ctx::new(&tape, state, true);
     let labels = Backend::of(&batch.images).labels(&batch.labels);
     let logits = model.forward(&mut ctx, &Var::constant(batch.images));
     let running = ctx.into_running_update();
     let loss = tape.cross_entropy(&logits, &labels);
-    let loss_value = f64::from(loss.value().item());
-    if !loss_value.is_finite() {
-        bail!("the loss became {loss_value}: lower the learning rate, or check the input data");
+    totals.record(logits.value(), &labels, loss.value());
+    if let Some(bad) = totals.peek().as_ref().and_then(EpochTotals::bad_loss) {
+        bail!(bad_loss(bad));
     }
-    let correct = backend::correct(logits.value(), &labels);
     let all_grads = tape.backward(&loss);
     kill_point::reached(Phase::Step);
     let grads: BTreeMap<String, _> = state
@@ -493,9 +508,15 @@ pub fn train_step(
     // shared a parameter would make the optimiser's in-place update copy it
     // (backward has consumed the closures that held them; this makes sure).
     drop((logits, loss, tape));
-    optimizer.step(&mut state.params, &grads);
-    state.update_running(running);
-    Ok((loss_value, correct))
+    let halt = totals.halt();
+    optimizer.step(&mut state.params, &grads, halt);
+    state.update_running(running, halt);
+    Ok(())
+}
+
+/// The error of a non-finite loss.
+pub fn bad_loss(loss: f64) -> String {
+    format!("the loss became {loss}: lower the learning rate, or check the input data")
 }
 
 fn progress_bar(config: &TrainConfig, steps: usize, epoch: usize) -> ProgressBar {

@@ -7,7 +7,7 @@
 //! counters are process-wide, so this test has its binary to itself: tests
 //! running beside it would count their own copies.
 
-use cifar_kern::backend::Backend;
+use cifar_kern::backend::{Backend, StepTotals};
 use cifar_kern::counters::{self, Event};
 use cifar_kern::data::Batch;
 use cifar_kern::models::{ModelKind, ModelState};
@@ -29,8 +29,9 @@ fn a_resnet_training_step_makes_no_copy() {
             labels: vec![0, 1, 2, 3],
         };
         let before = counters::snapshot();
-        let (loss, _) = train_step(model, state, &mut optimizer, batch).unwrap();
-        assert!(loss.is_finite());
+        let mut totals = StepTotals::new(Backend::Cpu);
+        train_step(model, state, &mut optimizer, batch, &mut totals).unwrap();
+        assert!(totals.read().loss_sum.is_finite());
         counters::snapshot().since(&before).get(Event::HostCopy)
     };
     // Every copy-on-write copy of the step counts, the ops' included: none

@@ -1,36 +1,47 @@
-//! The training step's guard against a diverged loss.
+//! The training step's guard against a diverged loss, on the CPU: the bad
+//! step and every later step of its epoch change nothing, and the CPU
+//! reports the bad loss at once (the GPU does at the epoch's end:
+//! `gpu_step_halts_after_a_non_finite_loss` in tests/gpu/step.rs).
 
-use cifar_kern::backend::Backend;
+use cifar_kern::backend::{Backend, StepTotals};
 use cifar_kern::data::Batch;
 use cifar_kern::models::{ModelKind, ModelState};
 use cifar_kern::optim::OptimizerConfig;
 use cifar_kern::train::{train_step, TrainOptimizer};
 use cifar_kern::Tensor;
 
+fn batch(value: f32) -> Batch {
+    Batch {
+        images: Tensor::full(&[2, 32, 32, 3], value),
+        labels: vec![0, 1],
+    }
+}
+
 #[test]
-fn non_finite_loss_stops_without_touching_the_state() {
+fn non_finite_loss_stops_the_epoch_without_touching_the_state() {
     let model = ModelKind::ResNet;
     let mut state = ModelState::<f32>::init(model, 0);
     let mut optimizer = TrainOptimizer::new(Backend::Cpu, OptimizerConfig::for_model(model, 10), &state.params);
+    let mut totals = StepTotals::new(Backend::Cpu);
     let before = state.clone();
-    let batch = Batch {
-        images: Tensor::full(&[2, 32, 32, 3], f32::NAN),
-        labels: vec![0, 1],
-    };
-    let err = train_step(model, &mut state, &mut optimizer, batch)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("the loss became NaN"), "{err}");
-    assert_eq!(state.params, before.params);
-    assert_eq!(state.batch_stats, before.batch_stats);
-    assert_eq!(optimizer.step_count(), 0);
+    for (value, what) in [(f32::NAN, "the NaN batch"), (0.5, "a later batch of the epoch")] {
+        let err = train_step(model, &mut state, &mut optimizer, batch(value), &mut totals)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the loss became NaN"), "{what}: {err}");
+        assert_eq!(state.params, before.params, "{what}");
+        assert_eq!(state.batch_stats, before.batch_stats, "{what}");
+        assert_eq!(optimizer.step_count(), 0, "{what}");
+    }
+    let t = totals.read();
+    assert_eq!((t.steps, t.first_bad_step, t.loss_sum, t.correct), (1, 1, 0.0, 0));
 
-    // A finite batch does train.
-    let batch = Batch {
-        images: Tensor::full(&[2, 32, 32, 3], 0.5),
-        labels: vec![0, 1],
-    };
-    let (loss, _) = train_step(model, &mut state, &mut optimizer, batch).unwrap();
-    assert!(loss.is_finite() && optimizer.step_count() == 1);
+    // The next epoch's totals start clean, and a finite batch does train.
+    totals.reset();
+    train_step(model, &mut state, &mut optimizer, batch(0.5), &mut totals).unwrap();
+    let t = totals.read();
+    assert!(t.loss_sum.is_finite() && t.loss_sum > 0.0 && t.steps == 1 && t.first_bad_step == 0);
+    assert_eq!(optimizer.step_count(), 1);
     assert_ne!(state.params, before.params);
+    assert_ne!(state.batch_stats, before.batch_stats);
 }

@@ -157,6 +157,7 @@ crate::kernel_params! {
         var: u64,
         batch_mean: u64,
         batch_var: u64,
+        halted: u64,
         c: u64,
         momentum: f64,
     }
@@ -362,12 +363,13 @@ pub fn forward_eval_plan<T: Float>(
 
 /// `running = momentum * running + (1 - momentum) * batch`, for mean and
 /// var, in place: `c` elements of T each.
-pub fn update_running_plan<T: Float>(running: StatsPtrs, batch: StatsPtrs, c: usize) -> Vec<Launch> {
+pub fn update_running_plan<T: Float>(running: StatsPtrs, batch: StatsPtrs, halted: u64, c: usize) -> Vec<Launch> {
     let params = UpdateRunningParams {
         mean: running.mean,
         var: running.var,
         batch_mean: batch.mean,
         batch_var: batch.var,
+        halted,
         c: c as u64,
         momentum: MOMENTUM,
     };
@@ -510,11 +512,14 @@ pub fn forward_eval<T: DeviceFloat>(
 
 /// `running = momentum * running + (1 - momentum) * batch`, for mean and
 /// var, in place: one launch, no allocation (capturable in a CUDA graph).
+/// Changes nothing when the u64 at `halted` is nonzero (the epoch's
+/// `first_bad_step`, see `cuda::loss::DeviceTotals`); 0 never halts.
 pub fn update_running<T: DeviceFloat>(
     gpu: &Gpu,
     running_mean: &mut GpuTensor<T>,
     running_var: &mut GpuTensor<T>,
     batch: &GpuBatchStats<T>,
+    halted: u64,
 ) {
     for t in [&*running_var, &batch.mean, &batch.var] {
         assert_eq!(t.shape(), running_mean.shape(), "running statistics shapes");
@@ -523,7 +528,7 @@ pub fn update_running<T: DeviceFloat>(
         mean: gpu.ptr_mut(running_mean),
         var: gpu.ptr_mut(running_var),
     };
-    let plan = update_running_plan::<T>(running, stats_ptrs(gpu, batch), running_mean.numel());
+    let plan = update_running_plan::<T>(running, stats_ptrs(gpu, batch), halted, running_mean.numel());
     // SAFETY: all four hold c elements; the running ones are borrowed mutably.
     unsafe { gpu.run(&plan) };
 }
@@ -630,7 +635,7 @@ mod tests {
         let mut plan = forward_train_plan::<f32>(6, &shape, 7, 8, 9, stats, 10);
         assert_eq!(plan.len(), 6);
         plan.extend(forward_eval_plan::<f32>(6, &shape, 7, 8, stats, 9, 10));
-        plan.extend(update_running_plan::<f64>(stats, stats, 12));
+        plan.extend(update_running_plan::<f64>(stats, stats, 0, 12));
         let backward = backward_plan::<f64>(6, 7, &shape, 8, stats, true, grads, 10);
         let kernels: Vec<_> = backward.iter().map(|l| l.kernel.as_str()).collect();
         assert_eq!(

@@ -1,13 +1,15 @@
 //! Launchers for `kernels/loss.cu`: softmax cross-entropy (mean over the
-//! batch), its backward and the count of correct predictions, mirroring
-//! `ops::loss` with the labels on the device as u32 and the results on the
-//! device (the loss a scalar tensor, the count a one-element buffer), so a
-//! training step never waits on the host. The mean loss and the count are reduced by a single block of
+//! batch), its backward, and a training step's addition to the epoch's
+//! totals (loss and correct predictions, [`DeviceTotals`]), mirroring
+//! `ops::loss` and `layers::loss::EpochTotals` with the labels on the device
+//! as u32 and every result on the device, so a training step never waits on
+//! the host. The mean loss and the count are reduced by a single block of
 //! [`REDUCE_THREADS`] threads in a fixed order: batches are small.
 
-use super::launch::Launch;
+use super::launch::{element_ptr, Launch};
 use super::{launch_1d, DeviceBuffer, DeviceFloat, Gpu, GpuTensor};
 use crate::float::Float;
+use crate::layers::loss::{EpochTotals, FIRST_BAD_STEP_WORD, WORDS};
 use cudarc::driver::LaunchConfig;
 
 /// The block size of the single-block reductions (`REDUCE_THREADS` in loss.cu).
@@ -35,11 +37,12 @@ crate::kernel_params! {
     }
 }
 crate::kernel_params! {
-    /// `CorrectParams<T>` in loss.cu.
-    pub struct CorrectParams {
+    /// `AccumulateParams<T>` in loss.cu.
+    pub struct AccumulateParams {
         logits: u64,
         labels: u64,
-        correct: u64,
+        loss: u64,
+        totals: u64,
         n: u64,
         k: u64,
     }
@@ -93,17 +96,26 @@ pub fn cross_entropy_backward_plan<T: Float>(
     )]
 }
 
-/// The count of rows whose largest logit is the label into `count` (one
-/// u32), for the `logits` and `labels` of [`cross_entropy_plan`].
-pub fn correct_plan<T: Float>(logits: u64, labels: u64, count: u64, n: usize, k: usize) -> Vec<Launch> {
-    let params = CorrectParams {
+/// Adds a training step to the epoch's `totals` (one `EpochTotals`): the
+/// count of rows whose largest logit is the label and the scalar `loss`
+/// (one T), for the `logits` and `labels` of [`cross_entropy_plan`].
+pub fn accumulate_step_plan<T: Float>(
+    logits: u64,
+    labels: u64,
+    loss: u64,
+    totals: u64,
+    n: usize,
+    k: usize,
+) -> Vec<Launch> {
+    let params = AccumulateParams {
         logits,
         labels,
-        correct: count,
+        loss,
+        totals,
         n: n as u64,
         k: k as u64,
     };
-    vec![Launch::new::<T, _>("loss", "correct", single_block(), params)]
+    vec![Launch::new::<T, _>("loss", "accumulate_step", single_block(), params)]
 }
 
 /// `(n, k)` of `logits`, checked against the labels.
@@ -154,15 +166,66 @@ pub fn cross_entropy_backward<T: DeviceFloat>(
     dlogits
 }
 
-/// How many rows' largest logit (the first one on ties) is the label, in a
-/// one-element buffer.
-pub fn correct<T: DeviceFloat>(gpu: &Gpu, logits: &GpuTensor<T>, labels: &DeviceBuffer<u32>) -> DeviceBuffer<u32> {
+/// An epoch's [`EpochTotals`] in device memory, where every step adds to
+/// them without the host waiting; read once per epoch.
+pub struct DeviceTotals {
+    words: DeviceBuffer<u64>,
+}
+
+impl DeviceTotals {
+    /// Zero totals.
+    pub fn new(gpu: &Gpu) -> Self {
+        let mut totals = DeviceTotals {
+            words: gpu.alloc_buffer(WORDS),
+        };
+        totals.reset(gpu);
+        totals
+    }
+
+    /// Back to zero, for the next epoch (enqueued; no wait).
+    pub fn reset(&mut self, gpu: &Gpu) {
+        gpu.zero_buffer(&mut self.words);
+    }
+
+    /// The totals so far. Waits for the GPU.
+    pub fn read(&self, gpu: &Gpu) -> EpochTotals {
+        let words = gpu.download_buffer(&self.words);
+        EpochTotals::from_words(words.try_into().expect("EpochTotals has WORDS words"))
+    }
+
+    /// The address of the word that is set once a loss of the epoch was not
+    /// finite: the optimiser and the running-statistics update read it.
+    pub fn halted(&self, gpu: &Gpu) -> u64 {
+        element_ptr::<u64>(gpu.buffer_ptr(&self.words), FIRST_BAD_STEP_WORD)
+    }
+}
+
+/// Adds a training step's correct predictions and its scalar `loss` to
+/// `totals`; see `accumulate_step` in loss.cu.
+pub fn accumulate_step<T: DeviceFloat>(
+    gpu: &Gpu,
+    logits: &GpuTensor<T>,
+    labels: &DeviceBuffer<u32>,
+    loss: &GpuTensor<T>,
+    totals: &mut DeviceTotals,
+) {
     let (n, k) = dims(logits, labels);
-    let count = gpu.upload_buffer(&[0u32]);
-    let plan = correct_plan::<T>(gpu.ptr(logits), gpu.buffer_ptr(labels), gpu.buffer_ptr(&count), n, k);
-    // SAFETY: logits hold n * k elements, labels n, count one.
+    assert_eq!(
+        loss.numel(),
+        1,
+        "the loss must be a scalar, got shape {:?}",
+        loss.shape()
+    );
+    let plan = accumulate_step_plan::<T>(
+        gpu.ptr(logits),
+        gpu.buffer_ptr(labels),
+        gpu.ptr(loss),
+        gpu.buffer_ptr(&totals.words),
+        n,
+        k,
+    );
+    // SAFETY: logits hold n * k elements, labels n, loss one, totals WORDS.
     unsafe { gpu.run(&plan) };
-    count
 }
 
 #[cfg(test)]
@@ -175,7 +238,8 @@ mod tests {
             let bytes = |name: &str| crate::cuda::ptx_param_bytes("loss", &format!("{name}_{suffix}"));
             if let Some(loss) = bytes("cross_entropy") {
                 assert_eq!(loss, std::mem::size_of::<LossParams>());
-                assert_eq!(bytes("correct"), Some(std::mem::size_of::<CorrectParams>()));
+                let accumulate = bytes("accumulate_step");
+                assert_eq!(accumulate, Some(std::mem::size_of::<AccumulateParams>()));
                 let backward = bytes("cross_entropy_backward");
                 assert_eq!(backward, Some(std::mem::size_of::<LossBackwardParams>()));
             }
@@ -186,11 +250,11 @@ mod tests {
     fn plans_match_the_kernels() {
         let mut plan = cross_entropy_plan::<f32>(1, 2, 3, 128, 10);
         plan.extend(cross_entropy_backward_plan::<f32>(1, 2, 3, 4, 128, 10));
-        plan.extend(correct_plan::<f64>(1, 2, 3, 128, 10));
+        plan.extend(accumulate_step_plan::<f64>(1, 2, 3, 4, 128, 10));
         let kernels: Vec<_> = plan.iter().map(|l| l.kernel.as_str()).collect();
         assert_eq!(
             kernels,
-            ["cross_entropy_f32", "cross_entropy_backward_f32", "correct_f64"]
+            ["cross_entropy_f32", "cross_entropy_backward_f32", "accumulate_step_f64"]
         );
         assert_eq!(plan[2].cfg.block_dim, (REDUCE_THREADS, 1, 1));
         crate::cuda::launch::assert_plan_matches_ptx(&plan);

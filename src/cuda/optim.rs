@@ -42,6 +42,7 @@ crate::kernel_params! {
         mu: u64,
         nu: u64,
         state: u64,
+        halted: u64,
         len: u64,
         kind: u32,
         num_boundaries: u32,
@@ -54,6 +55,14 @@ crate::kernel_params! {
         b1: f64,
         b2: f64,
         eps: f64,
+    }
+}
+
+crate::kernel_params! {
+    /// `AdvanceParams` in optim.cu.
+    pub struct AdvanceParams {
+        state: u64,
+        halted: u64,
     }
 }
 
@@ -103,7 +112,10 @@ fn update_launch(len: usize) -> LaunchConfig {
 /// One update of `config`'s optimiser, then the advance of its update
 /// count: `params` (updated in place), `grads` and `mu` hold `len` elements
 /// of T, `nu` too for Adam and AdamW (SGD reads no `nu`: pass 0), and `step`
-/// is the update count (`StepState` of optim.cu: one u64).
+/// is the update count (`StepState` of optim.cu: one u64). Both launches
+/// change nothing when the u64 at `halted` is nonzero (the epoch's
+/// `first_bad_step`, see `cuda::loss::DeviceTotals`); 0 never halts.
+#[allow(clippy::too_many_arguments)] // one per buffer of the update
 pub fn step_plan<T: Float>(
     config: &OptimizerConfig,
     params: u64,
@@ -111,6 +123,7 @@ pub fn step_plan<T: Float>(
     mu: u64,
     nu: u64,
     step: u64,
+    halted: u64,
     len: usize,
 ) -> Vec<Launch> {
     let update = OptimizerParams {
@@ -119,6 +132,7 @@ pub fn step_plan<T: Float>(
         mu,
         nu,
         state: step,
+        halted,
         len: len as u64,
         ..hyper_params(config)
     };
@@ -129,8 +143,12 @@ pub fn step_plan<T: Float>(
     };
     vec![
         Launch::new::<T, _>("optim", "optimizer_update", update_launch(len), update),
-        // advance_step takes the bare StepState pointer.
-        Launch::new::<T, _>("optim", "advance_step", one_thread, step),
+        Launch::new::<T, _>(
+            "optim",
+            "advance_step",
+            one_thread,
+            AdvanceParams { state: step, halted },
+        ),
     ]
 }
 
@@ -294,12 +312,14 @@ impl<T: DeviceFloat> GpuOptimizer<T> {
 
     /// One update of named GPU parameters from named GPU gradients (the
     /// model's own tensors): both are gathered into this layout's flat form,
-    /// updated in one launch, and the parameters scattered back.
+    /// updated in one launch, and the parameters scattered back. `halted`
+    /// as for [`step_plan`].
     pub fn step_named(
         &mut self,
         gpu: &Gpu,
         params: &mut BTreeMap<String, Tensor<T>>,
         grads: &BTreeMap<String, Tensor<T>>,
+        halted: u64,
     ) {
         let gather = |named: &BTreeMap<String, Tensor<T>>| {
             let mut flat = gpu.alloc::<T>(&[self.layout.len()]);
@@ -309,15 +329,16 @@ impl<T: DeviceFloat> GpuOptimizer<T> {
             flat
         };
         let (mut flat_params, flat_grads) = (gather(params), gather(grads));
-        self.step(gpu, &mut flat_params, &flat_grads);
+        self.step(gpu, &mut flat_params, &flat_grads, halted);
         for (name, shape, range) in self.layout.entries() {
             params.insert(name.to_string(), gpu.copy_out(&flat_params, range.start, shape));
         }
     }
 
     /// Enqueues one update of the flat `params` from the flat `grads` (both
-    /// of this optimiser's layout) and the advance of the update count.
-    pub fn step(&mut self, gpu: &Gpu, params: &mut GpuTensor<T>, grads: &GpuTensor<T>) {
+    /// of this optimiser's layout) and the advance of the update count;
+    /// `halted` as for [`step_plan`].
+    pub fn step(&mut self, gpu: &Gpu, params: &mut GpuTensor<T>, grads: &GpuTensor<T>, halted: u64) {
         let len = self.layout.len();
         assert_eq!(
             params.numel(),
@@ -332,6 +353,7 @@ impl<T: DeviceFloat> GpuOptimizer<T> {
             gpu.buffer_ptr(&self.mu),
             self.nu.as_ref().map_or(0, |nu| gpu.buffer_ptr(nu)),
             gpu.buffer_ptr(&self.step),
+            halted,
             len,
         );
         // SAFETY: params, grads, mu (and nu for Adam, the only kinds that
@@ -352,7 +374,7 @@ mod tests {
             let bytes = |name: &str| crate::cuda::ptx_param_bytes("optim", &format!("{name}_{suffix}"));
             if let Some(update) = bytes("optimizer_update") {
                 assert_eq!(update, std::mem::size_of::<OptimizerParams>());
-                assert_eq!(bytes("advance_step"), Some(std::mem::size_of::<u64>()));
+                assert_eq!(bytes("advance_step"), Some(std::mem::size_of::<AdvanceParams>()));
             }
         }
     }
@@ -447,10 +469,10 @@ mod tests {
             kind: OptimizerKind::Adam,
             schedule: LrSchedule::tutorial(0.1, 1000),
         };
-        let plan = step_plan::<f32>(&config, 1, 2, 3, 4, 5, 1000);
+        let plan = step_plan::<f32>(&config, 1, 2, 3, 4, 5, 6, 1000);
         let kernels: Vec<_> = plan.iter().map(|l| l.kernel.as_str()).collect();
         assert_eq!(kernels, ["optimizer_update_f32", "advance_step_f32"]);
-        assert_eq!(plan[1].params_size(), 8);
+        assert_eq!(plan[1].params_size(), 16);
         crate::cuda::launch::assert_plan_matches_ptx(&plan);
     }
 

@@ -21,7 +21,7 @@ mod googlenet;
 mod resnet;
 
 use crate::autograd::{Tape, Var};
-use crate::backend;
+use crate::backend::{self, Halt};
 use crate::float::Float;
 use crate::layers::{batchnorm::BatchStats, Window};
 use crate::tensor::Tensor;
@@ -208,8 +208,9 @@ impl<T: Float> ModelState<T> {
     }
 
     /// Folds a train-mode forward's batch statistics into the running ones,
-    /// in place: `running = momentum * running + (1 - momentum) * batch`.
-    pub fn update_running(&mut self, update: RunningUpdate<T>) {
+    /// in place: `running = momentum * running + (1 - momentum) * batch`;
+    /// nothing changes once `halt` says a loss of the epoch was not finite.
+    pub fn update_running(&mut self, update: RunningUpdate<T>, halt: Halt) {
         for (path, batch) in update.0 {
             let (mean_key, var_key) = (format!("{path}mean"), format!("{path}var"));
             // Out of the map while both are updated (a map lends one at a time).
@@ -218,7 +219,7 @@ impl<T: Float> ModelState<T> {
                 stat.unwrap_or_else(|| panic!("{key} is missing"))
             };
             let (mut mean, mut var) = (take(&mean_key), take(&var_key));
-            backend::batch_norm_update_running(&mut mean, &mut var, &batch);
+            backend::batch_norm_update_running(&mut mean, &mut var, &batch, halt);
             self.batch_stats.insert(mean_key, mean);
             self.batch_stats.insert(var_key, var);
         }

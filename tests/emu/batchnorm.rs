@@ -1,6 +1,8 @@
 //! `emu_batchnorm`: batch normalisation (train and eval forward, the
 //! running-statistics update, train and eval backward) against
 //! `ops::batchnorm`. Statistics are f64 whatever T, so f64 is held to 1e-10.
+//! The update runs a second time with the epoch's halted word set (a
+//! non-finite loss earlier in the epoch) and must change no bit.
 //! Shapes reach every path of kernels/batchnorm.cu:
 //! - 40 channels: a full and a partial tile of 32 in the `*_partials`
 //!   kernels, and five blocks of eight one-warp channels in `finish_sums`;
@@ -10,7 +12,7 @@
 //!
 //! Inputs are shifted by 3, so a variance computed without its mean shows.
 
-use crate::common::{bound, close, randn, trial, under_seeds, Emu};
+use crate::common::{bound, close, randn, same_bits, trial, under_seeds, Emu};
 use cifar_kern::cuda::batchnorm::{
     backward_plan, backward_workspace_len, forward_eval_plan, forward_eval_workspace_len, forward_train_plan,
     forward_train_workspace_len, update_running_plan, GradPtrs, StatsPtrs,
@@ -90,8 +92,14 @@ fn check<T: Float>(shape: [usize; 4]) -> Result<(), String> {
             &backward_plan::<T>(pdy, px, &shape, pscale, run, false, g_eval, ws_back),
             seed,
         )?;
-        emu.run(&update_running_plan::<T>(run, batch, c), seed)?;
+        // The epoch's halted word: clear for the update, then set, after
+        // which a second update must change nothing.
+        let halted = emu.mem.upload(&[0u64][..], "halted");
+        emu.run(&update_running_plan::<T>(run, batch, halted, c), seed)?;
         let vec = |emu: &Emu, p: u64| emu.download::<T>(p, &[c]);
+        let updated = [vec(&emu, run.mean), vec(&emu, run.var)];
+        emu.mem.write(halted, &[1u64][..]);
+        emu.run(&update_running_plan::<T>(run, batch, halted, c), seed)?;
         Ok(vec![
             emu.download(y_train, &shape),
             vec(&emu, batch.mean),
@@ -103,6 +111,8 @@ fn check<T: Float>(shape: [usize; 4]) -> Result<(), String> {
             emu.download(g_eval.dx, &shape),
             vec(&emu, g_eval.dscale),
             vec(&emu, g_eval.dbias),
+            updated[0].clone(),
+            updated[1].clone(),
             vec(&emu, run.mean),
             vec(&emu, run.var),
         ])
@@ -129,5 +139,7 @@ fn check<T: Float>(shape: [usize; 4]) -> Result<(), String> {
     let (mut mean, mut var) = (running.mean.clone(), running.var.clone());
     cpu::update_running(&mut mean, &mut var, &stats);
     close(&out[10], &mean, b, "running mean")?;
-    close(&out[11], &var, b, "running variance")
+    close(&out[11], &var, b, "running variance")?;
+    same_bits(&out[12], &out[10], "running mean after a halted update")?;
+    same_bits(&out[13], &out[11], "running variance after a halted update")
 }

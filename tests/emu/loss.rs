@@ -1,10 +1,13 @@
 //! `emu_loss`: softmax cross-entropy (mean over the batch), its backward
-//! (with `dloss` read from device memory) and the count of correct
-//! predictions, against `ops::loss`: the loss and the gradient within
-//! [`bound`], the count exactly.
+//! (with `dloss` read from device memory) and a step's addition to the
+//! epoch's totals (`accumulate_step`), against `ops::loss` and
+//! `EpochTotals::record`: the loss and the gradient within [`bound`], the
+//! totals exactly. The totals take three steps: the batch's own loss, a NaN
+//! loss (the first bad step, after which nothing is added) and the batch's
+//! loss again, which must not count.
 //!
 //! Shapes: 300 rows of 10 classes, so in the single 256-thread block of
-//! `cross_entropy` and `correct` threads 0..44 take two rows each (the
+//! `cross_entropy` and `accumulate_step` threads 0..44 take two rows each (the
 //! loop over rows goes around twice) and the backward's grid-stride launch
 //! has two blocks, the last partial; and 5 rows of 13 classes, which leave
 //! most threads without a row. Some rows have logits of magnitude ~1000
@@ -14,7 +17,8 @@
 //! are not tested: the CPU op panics on them, so there is no reference.
 
 use crate::common::{bound, close, randn, same_bits, trial, under_seeds, Emu};
-use cifar_kern::cuda::loss::{correct_plan, cross_entropy_backward_plan, cross_entropy_plan};
+use cifar_kern::cuda::loss::{accumulate_step_plan, cross_entropy_backward_plan, cross_entropy_plan};
+use cifar_kern::layers::loss::{EpochTotals, WORDS};
 use cifar_kern::ops::loss as cpu;
 use cifar_kern::{Float, Tensor};
 use libtest_mimic::Trial;
@@ -72,19 +76,36 @@ fn check<T: Float>(n: usize, k: usize) -> Result<(), String> {
         let (plogits, pdloss) = (emu.upload(&logits, "logits"), emu.upload(&dloss, "dloss"));
         let plabels = emu.mem.upload(&labels, "labels");
         let (ploss, pdlogits) = (emu.alloc::<T>(1, "loss"), emu.alloc::<T>(n * k, "dlogits"));
-        let pcount = emu.mem.upload(&[u32::MAX][..], "correct");
+        let pnan = emu.upload(&Tensor::scalar(T::of(f64::NAN)), "NaN loss");
+        let ptotals = emu.mem.upload(&[0u64; WORDS][..], "totals");
         emu.run(&cross_entropy_plan::<T>(plogits, plabels, ploss, n, k), seed)?;
         emu.run(
             &cross_entropy_backward_plan::<T>(plogits, plabels, pdloss, pdlogits, n, k),
             seed,
         )?;
-        emu.run(&correct_plan::<T>(plogits, plabels, pcount, n, k), seed)?;
-        let count: Vec<u32> = emu.mem.read(pcount, 1);
+        for loss in [ploss, pnan, ploss] {
+            emu.run(&accumulate_step_plan::<T>(plogits, plabels, loss, ptotals, n, k), seed)?;
+        }
+        let words: Vec<u64> = emu.mem.read(ptotals, WORDS);
+        let totals = EpochTotals::from_words(words.try_into().unwrap());
+        // The reference: the same three steps through EpochTotals::record,
+        // with the loss the kernel computed and the CPU's count.
+        let loss = emu.download::<T>(ploss, &[]).item().f64();
+        let correct = cpu::correct(&logits, &labels) as u64;
+        let mut want = EpochTotals::default();
+        for l in [loss, f64::NAN, loss] {
+            want.record(l, correct);
+        }
+        let nan_kept = totals.bad_loss().is_some_and(f64::is_nan);
+        let without_nan = |t: EpochTotals| EpochTotals { bad_loss: 0.0, ..t };
+        if !nan_kept || without_nan(totals) != without_nan(want) {
+            return Err(format!("epoch totals {totals:?}, want {want:?}"));
+        }
         Ok(vec![
             emu.download(ploss, &[]),
             emu.download(pdlogits, &[n, k]),
             // Exact: a count of at most 300 is an integer in any float.
-            Tensor::scalar(T::of(count[0] as f64)),
+            Tensor::scalar(T::of(totals.correct as f64)),
         ])
     })?;
     let what = |op: &str| format!("{op} of {n} rows of {k} classes");
@@ -102,5 +123,10 @@ fn check<T: Float>(n: usize, k: usize) -> Result<(), String> {
     if correct == 0 || correct == n {
         return Err(format!("{}: {correct} correct makes a weak test", what("correct")));
     }
-    same_bits(&out[2], &Tensor::scalar(T::of(correct as f64)), &what("correct count"))
+    // Only the first step counts: the third comes after the bad one.
+    same_bits(
+        &out[2],
+        &Tensor::scalar(T::of(correct as f64)),
+        &what("correct count of the epoch"),
+    )
 }

@@ -8,7 +8,9 @@
 //! with the learning rate dropping x0.1 before the 2nd and the 3rd (both
 //! schedule boundaries crossed, the count read from device memory each
 //! time); gradients of scale 2, so many are clipped. After every update the
-//! parameters, the moments and the count are compared.
+//! parameters, the moments and the count are compared. A fourth update
+//! with the epoch's halted word set (a non-finite loss earlier in the
+//! epoch) must change no bit of any of them.
 //!
 //! Layout: three named tensors (a bias of 13, a 3x3x5x7 kernel, a scalar),
 //! 329 elements: two blocks, the last partial. The update's grid is capped
@@ -108,13 +110,13 @@ fn check<T: Float>(kind: &str, one_block: bool) -> Result<(), String> {
 
     // The update's grid covers len, up to the cap of 1,024 blocks.
     for n in [len, CAPPED_GRID_THREADS + 300] {
-        let blocks = step_plan::<T>(&config, 0, 0, 0, 0, 0, n)[0].cfg.grid_dim.0 as usize;
+        let blocks = step_plan::<T>(&config, 0, 0, 0, 0, 0, 0, n)[0].cfg.grid_dim.0 as usize;
         if blocks != n.div_ceil(256).min(1024) {
             return Err(format!("{n} elements: the update has {blocks} blocks"));
         }
     }
-    let plan = |pparams, pgrad, pmu, pnu, pstep| {
-        let mut plan = step_plan::<T>(&config, pparams, pgrad, pmu, pnu, pstep, len);
+    let plan = |pparams, pgrad, pmu, pnu, pstep, phalted| {
+        let mut plan = step_plan::<T>(&config, pparams, pgrad, pmu, pnu, pstep, phalted, len);
         if one_block {
             plan[0].cfg.grid_dim = (1, 1, 1);
         }
@@ -129,9 +131,10 @@ fn check<T: Float>(kind: &str, one_block: bool) -> Result<(), String> {
         let pmu = emu.upload(&zeros, "mu");
         let pnu = if adam { emu.upload(&zeros, "nu") } else { 0 };
         let pstep = emu.mem.upload(&[0u64][..], "step");
+        let phalted = emu.mem.upload(&[0u64][..], "halted");
         let mut out = Vec::new();
-        for &pgrad in &pgrads {
-            emu.run(&plan(pparams, pgrad, pmu, pnu, pstep), seed)?;
+        let mut update = |emu: &mut Emu, pgrad| -> Result<(), String> {
+            emu.run(&plan(pparams, pgrad, pmu, pnu, pstep, phalted), seed)?;
             out.push(emu.download(pparams, &[len]));
             out.push(emu.download(pmu, &[len]));
             if adam {
@@ -139,7 +142,14 @@ fn check<T: Float>(kind: &str, one_block: bool) -> Result<(), String> {
             }
             let step: Vec<u64> = emu.mem.read(pstep, 1);
             out.push(Tensor::scalar(T::of(step[0] as f64)));
+            Ok(())
+        };
+        for &pgrad in &pgrads {
+            update(&mut emu, pgrad)?;
         }
+        // A non-finite loss earlier in the epoch: the update must change nothing.
+        emu.mem.write(phalted, &[1u64][..]);
+        update(&mut emu, pgrads[0])?;
         Ok(out)
     })?;
 
@@ -165,6 +175,12 @@ fn check<T: Float>(kind: &str, one_block: bool) -> Result<(), String> {
         }
         let count = Tensor::scalar(T::of(cpu.step_count() as f64));
         same_bits(got.next().unwrap(), &count, &what("update count"))?;
+    }
+    // The halted update: every buffer as after the last real one.
+    let per_update = out.len() / (UPDATES + 1);
+    let (last, halted) = out[out.len() - 2 * per_update..].split_at(per_update);
+    for (i, (after, before)) in halted.iter().zip(last).enumerate() {
+        same_bits(after, before, &format!("{kind} buffer {i} after a halted update"))?;
     }
     Ok(())
 }

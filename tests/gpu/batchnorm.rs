@@ -82,7 +82,7 @@ fn check<T: cifar_kern::cuda::DeviceFloat>(gpu: &Gpu, shape: &[usize], seed: u64
     let (mut rm, mut rv) = (running.mean.clone(), running.var.clone());
     cpu::update_running(&mut rm, &mut rv, &stats);
     let (mut grm, mut grv) = (gpu.upload(&running.mean), gpu.upload(&running.var));
-    batchnorm::update_running(gpu, &mut grm, &mut grv, &upload_stats(gpu, &stats));
+    batchnorm::update_running(gpu, &mut grm, &mut grv, &upload_stats(gpu, &stats), 0);
     assert_close(&gpu.download(&grm), &rm, &what("running mean update"));
     assert_close(&gpu.download(&grv), &rv, &what("running variance update"));
 

@@ -1,11 +1,14 @@
-//! Softmax cross-entropy, its backward and the correct count on the GPU
-//! against `ops::loss`, in f64, at the heads' shape (batch 128, 10 classes)
+//! Softmax cross-entropy, its backward and the epoch totals (correct
+//! count, loss sum, first non-finite loss) on the GPU against `ops::loss`
+//! and `EpochTotals::record`, in f64, at the heads' shape (batch 128, 10 classes)
 //! and at a batch longer than the reduction block; bit-identical reruns.
 
 use crate::harness::needing;
 use crate::util::{assert_bit_identical, assert_close, randn, rng, PARITY, PARITY_F32};
-use cifar_kern::cuda::{loss, DeviceBuffer, Gpu, GpuTensor};
+use cifar_kern::cuda::loss::{self, DeviceTotals};
+use cifar_kern::cuda::{DeviceBuffer, Gpu, GpuTensor};
 use cifar_kern::data::NUM_CLASSES;
+use cifar_kern::layers::loss::EpochTotals;
 use cifar_kern::{ops, Tensor};
 use libtest_mimic::Trial;
 use rand::Rng;
@@ -56,7 +59,7 @@ fn gpu_cross_entropy_matches_cpu() {
     }
 }
 
-fn gpu_correct_matches_cpu_with_ties() {
+fn gpu_step_totals_match_cpu_with_ties() {
     let gpu = crate::gpu();
     for (i, n) in BATCHES.into_iter().enumerate() {
         // Logits of a few integer values, so rows often tie for the maximum
@@ -68,9 +71,24 @@ fn gpu_correct_matches_cpu_with_ties() {
         );
         let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..3)).collect();
         let want = ops::loss::correct(&logits, &labels);
-        let count = loss::correct(gpu, &gpu.upload(&logits), &upload_labels(gpu, &labels));
-        assert_eq!(gpu.download_buffer(&count), [want as u32], "batch {n}");
         assert!(want > 0 && want < n, "the test should have both outcomes");
+        let (glogits, glabels) = (gpu.upload(&logits), upload_labels(gpu, &labels));
+        let gloss = loss::cross_entropy(gpu, &glogits, &glabels);
+        let nan = gpu.upload(&Tensor::scalar(f64::NAN));
+        // A good step, a NaN loss, a good step: only the first counts.
+        let mut totals = DeviceTotals::new(gpu);
+        let mut reference = EpochTotals::default();
+        for l in [&gloss, &nan, &gloss] {
+            loss::accumulate_step(gpu, &glogits, &glabels, l, &mut totals);
+            reference.record(gpu.download(l).item(), want as u64);
+        }
+        let got = totals.read(gpu);
+        assert!(got.bad_loss().is_some_and(f64::is_nan), "batch {n}: {got:?}");
+        let without_nan = |t: EpochTotals| EpochTotals { bad_loss: 0.0, ..t };
+        assert_eq!(without_nan(got), without_nan(reference), "batch {n}");
+        assert_eq!((got.correct, got.steps, got.first_bad_step), (want as u64, 2, 2));
+        totals.reset(gpu);
+        assert_eq!(totals.read(gpu), EpochTotals::default(), "reset");
     }
 }
 
@@ -83,13 +101,21 @@ fn gpu_loss_is_deterministic() {
     let run = || {
         let value = gpu.download(&loss::cross_entropy(gpu, &logits, &labels));
         let grad = gpu.download(&loss::cross_entropy_backward(gpu, &logits, &labels, &dloss));
-        let count = gpu.download_buffer(&loss::correct(gpu, &logits, &labels));
-        (value, grad, count)
+        let mut totals = DeviceTotals::new(gpu);
+        loss::accumulate_step(
+            gpu,
+            &logits,
+            &labels,
+            &loss::cross_entropy(gpu, &logits, &labels),
+            &mut totals,
+        );
+        (value, grad, totals.read(gpu))
     };
     let (first, second) = (run(), run());
     assert_bit_identical(&first.0, &second.0, "loss");
     assert_bit_identical(&first.1, &second.1, "backward");
-    assert_eq!(first.2, second.2, "correct");
+    assert_eq!(first.2.loss_sum.to_bits(), second.2.loss_sum.to_bits(), "loss sum");
+    assert_eq!(first.2, second.2, "totals");
 }
 
 /// The f32 instantiation against the CPU's f32 op.
@@ -114,7 +140,7 @@ pub fn trials() -> Vec<Trial> {
         &[&crate::GPU],
         tests![
             gpu_cross_entropy_matches_cpu,
-            gpu_correct_matches_cpu_with_ties,
+            gpu_step_totals_match_cpu_with_ties,
             gpu_loss_is_deterministic,
             gpu_loss_f32_matches_cpu
         ],

@@ -96,7 +96,7 @@ fn three_updates_match<T: DeviceFloat>(gpu: &Gpu, params: &BTreeMap<String, Tens
             assert_eq!(gpu_opt.learning_rate(gpu), cpu.learning_rate(), "{name} lr at {step}");
             let g = grads(&cpu_params, step);
             cpu.step(&mut cpu_params, &g);
-            gpu_opt.step(gpu, &mut gpu_params, &flat(gpu, &layout, &g));
+            gpu_opt.step(gpu, &mut gpu_params, &flat(gpu, &layout, &g), 0);
             let what = format!("{name} update {step}");
             assert_all_close(&named(gpu, &layout, &gpu_params), &cpu_params, tolerance, &what);
             assert_eq!(gpu_opt.step_count(gpu), cpu.step_count(), "{what}");
@@ -143,6 +143,7 @@ fn gpu_optimizer_resumes_and_reruns_exactly() {
                     gpu,
                     &mut params,
                     &flat(gpu, &layout, &grads(&state.params, step as u64)),
+                    0,
                 );
             }
             gpu.download(&params)
