@@ -3,6 +3,8 @@
 //!
 //! - [`tensor`]: the tensor (NHWC activations, HWIO kernels), its elements
 //!   shared between clones and copied on write.
+//! - [`failure`]: GPU failures (out of memory, a failed launch, a device
+//!   fault) carried to the caller as errors.
 //! - [`counters`]: process-wide counts of copies, GPU allocations,
 //!   synchronisations and launches, for tests that bound them.
 //! - [`layers`]: what a layer is whichever backend computes it (window
@@ -31,6 +33,7 @@ pub mod cuda;
 pub mod data;
 pub mod device;
 pub mod evaluate;
+pub mod failure;
 pub mod fixtures;
 pub mod float;
 pub mod interrupt;

@@ -8,6 +8,7 @@ use cifar_kern::checkpoint;
 use cifar_kern::data::{self, normalize_into, Split, CLASS_NAMES, IMAGE_BYTES, IMAGE_SIZE};
 use cifar_kern::device::Device;
 use cifar_kern::evaluate::{self, accuracy};
+use cifar_kern::failure;
 use cifar_kern::models::{ModelKind, ModelState};
 use cifar_kern::pictures::augment_grid::augment_grid;
 use cifar_kern::pictures::{curves, save_png};
@@ -144,10 +145,16 @@ enum SplitChoice {
 
 fn main() -> ExitCode {
     end_quietly_on_closed_pipe();
-    match run(Cli::parse().command) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    // A GPU failure outside a training step (loading, evaluating, saving)
+    // ends the command as an error too (`cifar_kern::failure`).
+    match failure::catch(|| run(Cli::parse().command)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

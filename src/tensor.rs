@@ -11,6 +11,7 @@
 //! [`crate::counters`], so a test can check that a training step makes none.
 
 use crate::counters::{self, Event};
+use crate::failure::OrFail;
 use crate::float::Float;
 use cudarc::driver::CudaSlice;
 use rand::Rng;
@@ -135,7 +136,12 @@ impl<T: Float> Tensor<T> {
             // The slice's own stream: the GPU's one stream (`cuda::Gpu`).
             Storage::Gpu(s) => {
                 counters::add(Event::HostSync, 1);
-                Cow::Owned(s.stream().clone_dtoh(s.as_ref()).expect("device-to-host copy failed"))
+                let bytes = self.numel() * std::mem::size_of::<T>();
+                Cow::Owned(
+                    s.stream()
+                        .clone_dtoh(s.as_ref())
+                        .or_fail(|| format!("copying {bytes} bytes to the host")),
+                )
             }
         }
     }
@@ -200,7 +206,11 @@ impl<T: Float> Tensor<T> {
         };
         if Arc::get_mut(s).is_none() {
             counters::add(Event::DeviceCopy, 1);
-            *s = Arc::new(s.try_clone().expect("device-to-device copy failed"));
+            let bytes = s.len() * std::mem::size_of::<T>();
+            *s = Arc::new(
+                s.try_clone()
+                    .or_fail(|| format!("copying a shared {bytes}-byte buffer on the GPU")),
+            );
         }
         Arc::get_mut(s)
     }

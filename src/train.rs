@@ -23,6 +23,7 @@ use crate::cuda::Gpu;
 use crate::data::{self, Batch, Cifar10, DataError, Split, TrainLoader, TrainOptions};
 use crate::device::Device;
 use crate::evaluate::{self, accuracy};
+use crate::failure::{self, GpuError};
 use crate::interrupt;
 use crate::kill_point::{self, Phase};
 use crate::layers::loss::EpochTotals;
@@ -285,29 +286,28 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
     while progress.epoch < config.epochs {
         let epoch = progress.epoch; // 0-based index of the epoch being run
         kill_point::enter_epoch(epoch + 1);
-        let lr = optimizer.learning_rate();
+        let (lr, steps_before) = (optimizer.learning_rate(), optimizer.step_count());
         totals.reset();
         let started = Instant::now();
         let counts_before = counters::snapshot();
         let bar = progress_bar(config, steps_per_epoch, epoch);
         let mut seen = 0;
-        // A bad loss leaves the step count where it was: the next step is the bad one.
-        let stopped = |optimizer: &TrainOptimizer| {
+        // Counted on the host: after a GPU failure the device cannot be asked.
+        let stopped = |step_in_epoch: usize| {
             format!(
                 "training stopped in epoch {}, step {}; the checkpoints in {} (after epoch {}) are kept",
                 epoch + 1,
-                optimizer.step_count() + 1,
+                steps_before + step_in_epoch,
                 run.path().display(),
                 progress.epoch
             )
         };
-        for batch in loader.epoch(epoch) {
+        for (step, batch) in (1..).zip(loader.epoch(epoch)) {
             let batch = Batch {
                 images: backend.place(batch.images),
                 labels: batch.labels,
             };
-            train_step(config.model, &mut state, &mut optimizer, batch, &mut totals)
-                .with_context(|| stopped(&optimizer))?;
+            train_step(config.model, &mut state, &mut optimizer, batch, &mut totals).with_context(|| stopped(step))?;
             seen += config.batch_size;
             let rate = seen as f64 / started.elapsed().as_secs_f64();
             // Loss and accuracy so far only where reading them costs no wait
@@ -323,7 +323,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         let counts = counters::snapshot().since(&counts_before);
         let epoch_totals = totals.read();
         if let Some(bad) = epoch_totals.bad_loss() {
-            return Err(anyhow!(bad_loss(bad))).with_context(|| stopped(&optimizer));
+            return Err(anyhow!(bad_loss(bad))).with_context(|| stopped(epoch_totals.first_bad_step as usize));
         }
         let per_step = |event| counts.get(event) as f64 / steps_per_epoch as f64;
         let train_seconds = started.elapsed().as_secs_f64();
@@ -475,7 +475,34 @@ impl TrainOptimizer {
 /// statistics, so the state is untouched until the loss is recorded; then
 /// the optimiser and the running-statistics update change it in place,
 /// both guarded by the totals' halt.
+///
+/// A GPU failure (out of memory, a failed launch, a device fault) is an
+/// error too; running out of memory names the batch size.
 pub fn train_step(
+    model: ModelKind,
+    state: &mut ModelState<f32>,
+    optimizer: &mut TrainOptimizer,
+    batch: Batch,
+    totals: &mut StepTotals,
+) -> Result<()> {
+    let batch_size = batch.labels.len();
+    failure::catch(|| step(model, state, optimizer, batch, totals)).map_err(|e| gpu_failed(e, batch_size))?
+}
+
+/// The error of a GPU failure in a training step.
+fn gpu_failed(error: GpuError, batch_size: usize) -> anyhow::Error {
+    if error.is_out_of_memory() {
+        anyhow!(
+            "out of GPU memory with --batch-size {batch_size} ({}): try a smaller batch",
+            error.doing
+        )
+    } else {
+        anyhow!(error)
+    }
+}
+
+/// [`train_step`] with GPU failures unwinding out of it.
+fn step(
     model: ModelKind,
     state: &mut ModelState<f32>,
     optimizer: &mut TrainOptimizer,

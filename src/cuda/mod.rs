@@ -34,6 +34,7 @@ pub mod reduce;
 pub mod tensor_core_check;
 
 use crate::counters::{self, Event};
+use crate::failure::OrFail;
 use crate::float::Float;
 use crate::tensor::Tensor;
 use cudarc::driver::{
@@ -217,7 +218,7 @@ impl Gpu {
                     &mut args,
                 )
             }
-            .unwrap_or_else(|e| panic!("launching {l:?} failed: {e}"));
+            .or_fail(|| format!("launching {l:?}"));
         }
     }
 
@@ -226,7 +227,9 @@ impl Gpu {
         counters::add(Event::DeviceAllocation, 1);
         Tensor::from_gpu(
             t.shape(),
-            self.stream.clone_htod(t.data()).expect("host-to-device copy failed"),
+            self.stream
+                .clone_htod(t.data())
+                .or_fail(|| format!("uploading {}", size(t.shape(), std::mem::size_of::<T>()))),
         )
     }
 
@@ -236,7 +239,9 @@ impl Gpu {
         counters::add(Event::HostSync, 1);
         Tensor::new(
             t.shape(),
-            self.stream.clone_dtoh(data).expect("device-to-host copy failed"),
+            self.stream
+                .clone_dtoh(data)
+                .or_fail(|| format!("downloading {}", size(t.shape(), std::mem::size_of::<T>()))),
         )
     }
 
@@ -244,13 +249,14 @@ impl Gpu {
     pub fn alloc<T: Float>(&self, shape: &[usize]) -> Tensor<T> {
         counters::add(Event::DeviceAllocation, 1);
         // SAFETY: the memory is only read after a kernel has written it.
-        let data = unsafe { self.stream.alloc::<T>(shape.iter().product()) }.expect("GPU out of memory");
+        let data = unsafe { self.stream.alloc::<T>(shape.iter().product()) }
+            .or_fail(|| format!("allocating {}", size(shape, std::mem::size_of::<T>())));
         let t = Tensor::from_gpu(shape, data);
         if self.poison {
             let bytes = t.numel() * std::mem::size_of::<T>();
             // SAFETY: writes exactly the allocation's bytes, on its stream.
             unsafe { cudarc::driver::result::memset_d8_async(self.ptr(&t), 0xff, bytes, self.stream.cu_stream()) }
-                .expect("poisoning an allocation failed");
+                .or_fail(|| "poisoning an allocation".into());
         }
         t
     }
@@ -278,7 +284,7 @@ impl Gpu {
         let mut view = dst.slice_mut(offset..offset + src.len());
         self.stream
             .memcpy_dtod(src, &mut view)
-            .expect("device-to-device copy failed");
+            .or_fail(|| "copying on the GPU".into());
     }
 
     /// Elements `offset..offset + len` of `src` as a new GPU tensor of `shape`.
@@ -289,13 +295,13 @@ impl Gpu {
         let dst = out.gpu_data_mut().expect("alloc gives a GPU tensor");
         self.stream
             .memcpy_dtod(&src.slice(offset..offset + len), dst)
-            .expect("device-to-device copy failed");
+            .or_fail(|| "copying on the GPU".into());
         out
     }
 
     pub fn synchronize(&self) {
         counters::add(Event::HostSync, 1);
-        self.stream.synchronize().expect("GPU work failed");
+        self.stream.synchronize().or_fail(|| "waiting for the GPU".into());
     }
 
     /// Uninitialised device memory for `len` elements of a non-float type
@@ -304,7 +310,8 @@ impl Gpu {
         counters::add(Event::DeviceAllocation, 1);
         // SAFETY: the memory is only read after a kernel has written it.
         let buffer = DeviceBuffer {
-            data: unsafe { self.stream.alloc::<E>(len) }.expect("GPU out of memory"),
+            data: unsafe { self.stream.alloc::<E>(len) }
+                .or_fail(|| format!("allocating {}", size(&[len], std::mem::size_of::<E>()))),
         };
         if self.poison {
             // SAFETY: writes exactly the allocation's bytes, on its stream.
@@ -316,7 +323,7 @@ impl Gpu {
                     self.stream.cu_stream(),
                 )
             }
-            .expect("poisoning an allocation failed");
+            .or_fail(|| "poisoning an allocation".into());
         }
         buffer
     }
@@ -325,21 +332,23 @@ impl Gpu {
     pub fn upload_buffer<T: DeviceRepr>(&self, data: &[T]) -> DeviceBuffer<T> {
         counters::add(Event::DeviceAllocation, 1);
         DeviceBuffer {
-            data: self.stream.clone_htod(data).expect("host-to-device copy failed"),
+            data: self.stream.clone_htod(data).or_fail(|| "uploading a buffer".into()),
         }
     }
 
     /// A host copy of a buffer.
     pub fn download_buffer<T: DeviceRepr>(&self, b: &DeviceBuffer<T>) -> Vec<T> {
         counters::add(Event::HostSync, 1);
-        self.stream.clone_dtoh(&b.data).expect("device-to-host copy failed")
+        self.stream
+            .clone_dtoh(&b.data)
+            .or_fail(|| "downloading a buffer".into())
     }
 
     /// Sets every byte of `b` to zero (enqueued; `b` keeps its address).
     pub fn zero_buffer<T: DeviceRepr + cudarc::driver::ValidAsZeroBits>(&self, b: &mut DeviceBuffer<T>) {
         self.stream
             .memset_zeros(&mut b.data)
-            .expect("zeroing device memory failed");
+            .or_fail(|| "zeroing a buffer".into());
     }
 
     /// Overwrites all of `b` with `data`; `b` keeps its address, so a
@@ -354,7 +363,7 @@ impl Gpu {
         );
         self.stream
             .memcpy_htod(data, &mut b.data)
-            .expect("host-to-device copy failed");
+            .or_fail(|| "uploading a buffer".into());
     }
 
     /// The raw address of a buffer, for a parameter struct.
@@ -362,6 +371,12 @@ impl Gpu {
         let (ptr, _no_sync) = b.data.device_ptr(&self.stream);
         ptr
     }
+}
+
+/// `shape` of `element_bytes`-byte elements, for messages: "a [128, 32, 32, 16] tensor (8.0 MiB)".
+fn size(shape: &[usize], element_bytes: usize) -> String {
+    let bytes = shape.iter().product::<usize>() * element_bytes;
+    format!("a {shape:?} tensor ({:.1} MiB)", bytes as f64 / (1u64 << 20) as f64)
 }
 
 /// The names of the kernels a PTX module defines (its `.entry` lines).

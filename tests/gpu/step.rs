@@ -19,6 +19,7 @@ use cifar_kern::autograd::{Tape, Var};
 use cifar_kern::backend::{Backend, Halt, StepTotals};
 use cifar_kern::cuda::Gpu;
 use cifar_kern::data::Batch;
+use cifar_kern::failure;
 use cifar_kern::models::{Ctx, ModelKind, ModelState};
 use cifar_kern::optim::{Optimizer, OptimizerConfig};
 use cifar_kern::train::{train_step, TrainOptimizer};
@@ -209,6 +210,47 @@ fn gpu_step_halts_after_a_non_finite_loss() {
     assert_ne!(after.params, trained.params, "a step after the reset trains");
 }
 
+/// Out of GPU memory is an error, not a panic: for a bare allocation, and
+/// for a training step whose batch cannot fit (ResNet at batch 131,072
+/// needs far more than an H200's 141 GB: each 16-channel activation of the
+/// first stage is 8.6 GB), whose message names the batch size. The failed
+/// step leaves the state as it was, and the GPU works on afterwards.
+fn gpu_out_of_memory_is_an_error() {
+    let gpu = crate::gpu();
+    let err = failure::catch(|| gpu.alloc::<f32>(&[1 << 40])).unwrap_err();
+    assert!(err.is_out_of_memory(), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("out of GPU memory while allocating a [1099511627776] tensor"),
+        "{err}"
+    );
+
+    let backend = Backend::Gpu(gpu);
+    let kind = ModelKind::ResNet;
+    let mut state = ModelState::<f32>::init(kind, 0).map(|t| backend.place(t.clone()));
+    let before = state.map(Tensor::to_host);
+    let mut optimizer = TrainOptimizer::new(backend, OptimizerConfig::for_model(kind, 10), &state.params);
+    let mut totals = StepTotals::new(backend);
+    let huge = 1 << 17;
+    let batch = |n: usize| Batch {
+        images: backend.place(Tensor::full(&[n, 32, 32, 3], 0.5)),
+        labels: (0..n as u32).map(|i| i % 10).collect(),
+    };
+    let err = train_step(kind, &mut state, &mut optimizer, batch(huge), &mut totals)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("out of GPU memory with --batch-size 131072 ("), "{err}");
+    assert!(err.ends_with("): try a smaller batch"), "{err}");
+    assert_eq!(
+        state.map(Tensor::to_host).params,
+        before.params,
+        "the failed step changed parameters"
+    );
+    assert_eq!(optimizer.step_count(), 0);
+    train_step(kind, &mut state, &mut optimizer, batch(8), &mut totals).expect("a small step after the failure");
+    assert_eq!(optimizer.step_count(), 1);
+}
+
 /// The `gpu_` tests of this family, ignored without a usable GPU.
 pub fn trials() -> Vec<Trial> {
     needing(
@@ -217,7 +259,8 @@ pub fn trials() -> Vec<Trial> {
         tests![
             gpu_training_step_matches_cpu_f64,
             gpu_gradients_match_cpu_f64,
-            gpu_step_halts_after_a_non_finite_loss
+            gpu_step_halts_after_a_non_finite_loss,
+            gpu_out_of_memory_is_an_error
         ],
     )
 }
