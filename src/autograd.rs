@@ -21,6 +21,7 @@ use crate::float::Float;
 use crate::layers::{batchnorm::BatchStats, Window};
 use crate::tensor::Tensor;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 /// A value in a computation: its tensor, and its node on the tape if a
@@ -50,20 +51,48 @@ impl<T: Float> Var<T> {
     }
 }
 
-/// Maps the output gradient to one gradient per input; `wanted[i]` says
-/// whether input `i` needs one (it may return None where not).
-type BackwardFn<T> = Box<dyn FnOnce(&Tensor<T>, &[bool]) -> Vec<Option<Tensor<T>>>>;
+/// What a backward closure is asked for one input.
+pub enum Want<T> {
+    Nothing,
+    Gradient,
+    /// The gradient, written into this tensor: a parameter's slot of the
+    /// GPU's flat gradient buffer (the optimiser reads the buffer whole).
+    Into(Tensor<T>),
+}
+
+impl<T> Want<T> {
+    pub fn any(&self) -> bool {
+        !matches!(self, Want::Nothing)
+    }
+
+    /// Where to write the gradient, if somewhere.
+    pub fn slot(&self) -> Option<&Tensor<T>> {
+        match self {
+            Want::Into(slot) => Some(slot),
+            _ => None,
+        }
+    }
+}
+
+/// Maps the output gradient to one gradient per input, as `wanted[i]` asks
+/// (it may return None where nothing is wanted). A gradient asked `Into` a
+/// slot is returned as that slot.
+type BackwardFn<T> = Box<dyn FnOnce(&Tensor<T>, &[Want<T>]) -> Vec<Option<Tensor<T>>>>;
 
 struct Node<T> {
     inputs: Vec<Option<usize>>,
     /// None for leaves (parameters), and for nodes already differentiated.
     backward: Option<BackwardFn<T>>,
+    /// For a parameter with a slot: where its gradient goes.
+    grad_slot: Option<Tensor<T>>,
 }
 
 pub struct Tape<T> {
     recording: bool,
     nodes: RefCell<Vec<Node<T>>>,
     names: RefCell<Vec<(String, usize)>>,
+    /// Gradient slots by parameter name ([`Tape::with_grad_slots`]).
+    grad_slots: BTreeMap<String, Tensor<T>>,
 }
 
 /// Gradients from one backward pass.
@@ -93,6 +122,17 @@ impl<T: Float> Tape<T> {
             recording: true,
             nodes: RefCell::default(),
             names: RefCell::default(),
+            grad_slots: BTreeMap::new(),
+        }
+    }
+
+    /// A recording tape that writes the gradient of each parameter named in
+    /// `slots` into its slot (a view of the GPU's flat gradient buffer),
+    /// where the op's backward computes it, so no gradient is copied.
+    pub fn with_grad_slots(slots: BTreeMap<String, Tensor<T>>) -> Self {
+        Tape {
+            grad_slots: slots,
+            ..Self::new()
         }
     }
 
@@ -117,9 +157,13 @@ impl<T: Float> Tape<T> {
         self.len() == 0
     }
 
-    fn push(&self, inputs: Vec<Option<usize>>, backward: Option<BackwardFn<T>>) -> usize {
+    fn push(&self, inputs: Vec<Option<usize>>, backward: Option<BackwardFn<T>>, grad_slot: Option<Tensor<T>>) -> usize {
         let mut nodes = self.nodes.borrow_mut();
-        nodes.push(Node { inputs, backward });
+        nodes.push(Node {
+            inputs,
+            backward,
+            grad_slot,
+        });
         nodes.len() - 1
     }
 
@@ -129,14 +173,18 @@ impl<T: Float> Tape<T> {
         if !self.recording {
             return Var { value, id: None };
         }
-        let id = self.push(Vec::new(), None);
+        let slot = self.grad_slots.get(name).cloned();
+        if let Some(slot) = &slot {
+            assert_eq!(slot.shape(), value.shape(), "gradient slot of {name}");
+        }
+        let id = self.push(Vec::new(), None, slot);
         self.names.borrow_mut().push((name.to_string(), id));
         Var { value, id: Some(id) }
     }
 
     /// An unnamed leaf that wants a gradient (for checks on op inputs).
     pub fn leaf(&self, value: Tensor<T>) -> Var<T> {
-        let id = self.recording.then(|| self.push(Vec::new(), None));
+        let id = self.recording.then(|| self.push(Vec::new(), None, None));
         Var {
             value: Rc::new(value),
             id,
@@ -149,13 +197,13 @@ impl<T: Float> Tape<T> {
         &self,
         value: Rc<Tensor<T>>,
         inputs: &[&Var<T>],
-        backward: impl FnOnce(&Tensor<T>, &[bool]) -> Vec<Option<Tensor<T>>> + 'static,
+        backward: impl FnOnce(&Tensor<T>, &[Want<T>]) -> Vec<Option<Tensor<T>>> + 'static,
     ) -> Var<T> {
         let ids: Vec<Option<usize>> = inputs.iter().map(|v| v.id).collect();
         if !self.recording || ids.iter().all(Option::is_none) {
             return Var { value, id: None };
         }
-        let id = self.push(ids, Some(Box::new(backward)));
+        let id = self.push(ids, Some(Box::new(backward)), None);
         Var { value, id: Some(id) }
     }
 
@@ -166,7 +214,7 @@ impl<T: Float> Tape<T> {
             1,
             "backward() needs a scalar loss; use backward_with"
         );
-        let seed = Backend::of(&loss.value).place(Tensor::full(loss.shape(), T::one()));
+        let seed = Backend::of(&loss.value).one().reshape(loss.shape());
         self.backward_with(loss, seed)
     }
 
@@ -183,12 +231,22 @@ impl<T: Float> Tape<T> {
             };
         };
         grads[out_id] = Some(seed);
+        let slots: Vec<Option<Tensor<T>>> = nodes.iter().map(|n| n.grad_slot.clone()).collect();
         for id in (0..=out_id).rev() {
             let node = &mut nodes[id];
             let Some(backward) = node.backward.take() else { continue };
             // An interior node's gradient is consumed here; leaves keep theirs.
             let Some(g) = grads[id].take() else { continue };
-            let wanted: Vec<bool> = node.inputs.iter().map(Option::is_some).collect();
+            // A parameter's first gradient goes straight into its slot.
+            let wanted: Vec<Want<T>> = node
+                .inputs
+                .iter()
+                .map(|input| match input.map(|i| (&slots[i], &grads[i])) {
+                    None => Want::Nothing,
+                    Some((Some(slot), None)) => Want::Into(slot.clone()),
+                    Some(_) => Want::Gradient,
+                })
+                .collect();
             let input_grads = backward(&g, &wanted);
             for (input, ig) in node.inputs.iter().zip(input_grads) {
                 if let (Some(input), Some(ig)) = (input, ig) {
@@ -196,6 +254,16 @@ impl<T: Float> Tape<T> {
                         Some(acc) => *acc = backend::add(acc, &ig),
                         slot => *slot = Some(ig),
                     }
+                }
+            }
+        }
+        // A parameter used twice had its gradients added into a new tensor:
+        // that sum goes into its slot (none of the four networks does this).
+        for (grad, slot) in grads.iter_mut().zip(&slots) {
+            if let (Some(g), Some(slot)) = (grad.as_mut(), slot) {
+                if !slot.contains(g) {
+                    backend::copy(g, slot);
+                    *g = slot.clone();
                 }
             }
         }
@@ -214,11 +282,19 @@ impl<T: Float> Tape<T> {
         inputs.extend(b);
         self.record(Rc::new(y), &inputs, move |dy, wanted| {
             let mut g = vec![
-                wanted[0].then(|| backend::conv_backward_data(dy, xv.shape(), &wv, &win)),
-                wanted[1].then(|| backend::conv_backward_weight(dy, &xv, wv.shape(), &win)),
+                wanted[0]
+                    .any()
+                    .then(|| backend::conv_backward_data(dy, xv.shape(), &wv, &win)),
+                wanted[1]
+                    .any()
+                    .then(|| backend::conv_backward_weight(dy, &xv, wv.shape(), &win, wanted[1].slot())),
             ];
             if wanted.len() == 3 {
-                g.push(wanted[2].then(|| backend::conv_backward_bias(dy)));
+                g.push(
+                    wanted[2]
+                        .any()
+                        .then(|| backend::conv_backward_bias(dy, wanted[2].slot())),
+                );
             }
             g
         })
@@ -248,8 +324,9 @@ impl<T: Float> Tape<T> {
         train: bool,
     ) -> Var<T> {
         let (xv, sv) = (x.value.clone(), scale.value.clone());
-        self.record(Rc::new(y), &[x, scale, bias], move |dy, _| {
-            let (dx, ds, db) = backend::batch_norm_backward(dy, &xv, &sv, &stats, train);
+        self.record(Rc::new(y), &[x, scale, bias], move |dy, wanted| {
+            let slots = param_slots(wanted);
+            let (dx, ds, db) = backend::batch_norm_backward(dy, &xv, &sv, &stats, train, slots);
             vec![Some(dx), Some(ds), Some(db)]
         })
     }
@@ -293,8 +370,8 @@ impl<T: Float> Tape<T> {
     pub fn dense(&self, x: &Var<T>, w: &Var<T>, b: &Var<T>) -> Var<T> {
         let y = backend::dense(&x.value, &w.value, &b.value);
         let (xv, wv) = (x.value.clone(), w.value.clone());
-        self.record(Rc::new(y), &[x, w, b], move |dy, _| {
-            let (dx, dw, db) = backend::dense_backward(dy, &xv, &wv);
+        self.record(Rc::new(y), &[x, w, b], move |dy, wanted| {
+            let (dx, dw, db) = backend::dense_backward(dy, &xv, &wv, param_slots(wanted));
             vec![Some(dx), Some(dw), Some(db)]
         })
     }
@@ -315,6 +392,12 @@ impl<T: Float> Tape<T> {
             vec![Some(backend::cross_entropy_backward(&lv, &labels, dl))]
         })
     }
+}
+
+/// The slots of an op's two parameters, inputs 1 and 2 (a weight or scale
+/// and a bias), when both have one.
+fn param_slots<T>(wanted: &[Want<T>]) -> Option<[&Tensor<T>; 2]> {
+    Some([wanted[1].slot()?, wanted[2].slot()?])
 }
 
 impl<T: Float> Default for Tape<T> {

@@ -14,7 +14,8 @@
 //! ([`StepTotals`]), whose first non-finite loss halts the epoch's updates
 //! ([`Halt`]) without the host looking.
 
-use crate::cuda::{self, loss::DeviceTotals, pool::GpuArgmax, DeviceBuffer, Gpu};
+use crate::cuda::{self, loss::DeviceTotals, pool::GpuArgmax, staging::BatchStaging, DeviceBuffer, Gpu};
+use crate::data::Batch;
 use crate::float::Float;
 use crate::layers::{batchnorm::BatchStats, loss::EpochTotals, Window};
 use crate::ops;
@@ -60,11 +61,71 @@ impl Backend {
         }
     }
 
+    /// A scalar 1 on this backend (the seed of a backward from a loss; on
+    /// the GPU uploaded once, not per step).
+    pub fn one<T: Float>(self) -> Tensor<T> {
+        match self {
+            Backend::Cpu => Tensor::scalar(T::one()),
+            Backend::Gpu(gpu) => gpu.one(),
+        }
+    }
+
+    /// `batch` on this backend, by a plain upload (the trainer streams its
+    /// batches through a [`BatchPlacer`]).
+    pub fn place_batch(self, batch: Batch) -> PlacedBatch {
+        PlacedBatch {
+            labels: self.labels(&batch.labels),
+            images: self.place(batch.images),
+        }
+    }
+
     /// Class labels where this backend reads them.
     pub fn labels(self, labels: &[u32]) -> Labels {
         match self {
             Backend::Cpu => Labels::Host(labels.into()),
             Backend::Gpu(gpu) => Labels::Gpu(Arc::new(gpu.upload_buffer(labels))),
+        }
+    }
+}
+
+/// A training batch where its backend computes.
+pub struct PlacedBatch {
+    pub images: Tensor<f32>,
+    pub labels: Labels,
+}
+
+/// Puts the trainer's batches where the model is: as they are on the CPU;
+/// on the GPU through pinned staging buffers, so no step uploads from
+/// pageable memory ([`cuda::staging`]).
+pub enum BatchPlacer {
+    Cpu,
+    Gpu(&'static Gpu, Option<BatchStaging>),
+}
+
+impl BatchPlacer {
+    pub fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Cpu => BatchPlacer::Cpu,
+            Backend::Gpu(gpu) => BatchPlacer::Gpu(gpu, None),
+        }
+    }
+
+    pub fn place(&mut self, batch: Batch) -> PlacedBatch {
+        match self {
+            BatchPlacer::Cpu => Backend::Cpu.place_batch(batch),
+            BatchPlacer::Gpu(gpu, staging) => {
+                // Buffers for the first batch's shape, and anew if it changes.
+                let shape = batch.images.shape();
+                if staging.as_ref().is_none_or(|s| s.image_shape() != shape) {
+                    *staging = Some(BatchStaging::new(gpu, shape));
+                }
+                let staging = staging.as_mut().expect("just made");
+                let (images, labels) = staging.upload(gpu, &batch.images, &batch.labels);
+                PlacedBatch {
+                    images,
+                    labels: Labels::Gpu(Arc::new(labels)),
+                }
+            }
         }
     }
 }
@@ -98,19 +159,42 @@ pub fn conv_backward_data<T: Float>(dy: &Tensor<T>, x_shape: &[usize], w: &Tenso
     }
 }
 
-pub fn conv_backward_weight<T: Float>(dy: &Tensor<T>, x: &Tensor<T>, w_shape: &[usize], win: &Window) -> Tensor<T> {
-    match Backend::of_all("conv backward_weight", &[dy, x]) {
-        Backend::Cpu => ops::conv::backward_weight(dy, x, w_shape, win),
-        Backend::Gpu(gpu) => cuda::conv::backward_weight(gpu, dy, x, w_shape, win),
+/// dL/dw, written into `slot` if given (a view of the GPU's flat gradient
+/// buffer, which the result then is).
+pub fn conv_backward_weight<T: Float>(
+    dy: &Tensor<T>,
+    x: &Tensor<T>,
+    w_shape: &[usize],
+    win: &Window,
+    slot: Option<&Tensor<T>>,
+) -> Tensor<T> {
+    match (Backend::of_all("conv backward_weight", &[dy, x]), slot) {
+        (Backend::Cpu, None) => ops::conv::backward_weight(dy, x, w_shape, win),
+        (Backend::Gpu(gpu), None) => cuda::conv::backward_weight(gpu, dy, x, w_shape, win),
+        (Backend::Gpu(gpu), Some(dw)) => {
+            cuda::conv::backward_weight_into(gpu, dy, x, dw, win);
+            dw.clone()
+        }
+        (Backend::Cpu, Some(_)) => panic!("{CPU_SLOT}"),
     }
 }
 
-pub fn conv_backward_bias<T: Float>(dy: &Tensor<T>) -> Tensor<T> {
-    match Backend::of(dy) {
-        Backend::Cpu => ops::conv::backward_bias(dy),
-        Backend::Gpu(gpu) => cuda::conv::backward_bias(gpu, dy),
+/// dL/db, written into `slot` if given (as for [`conv_backward_weight`]).
+pub fn conv_backward_bias<T: Float>(dy: &Tensor<T>, slot: Option<&Tensor<T>>) -> Tensor<T> {
+    match (Backend::of(dy), slot) {
+        (Backend::Cpu, None) => ops::conv::backward_bias(dy),
+        (Backend::Gpu(gpu), None) => cuda::conv::backward_bias(gpu, dy),
+        (Backend::Gpu(gpu), Some(db)) => {
+            cuda::conv::backward_bias_into(gpu, dy, db);
+            db.clone()
+        }
+        (Backend::Cpu, Some(_)) => panic!("{CPU_SLOT}"),
     }
 }
+
+/// Gradient slots are views of the GPU's flat gradient buffer; the CPU
+/// optimiser updates its parameters tensor by tensor and gives none.
+const CPU_SLOT: &str = "gradient slots live on the GPU";
 
 pub fn batch_norm_train<T: Float>(x: &Tensor<T>, scale: &Tensor<T>, bias: &Tensor<T>) -> (Tensor<T>, BatchStats<T>) {
     match Backend::of_all("batch norm", &[x, scale, bias]) {
@@ -151,17 +235,27 @@ pub fn batch_norm_update_running<T: Float>(
     }
 }
 
-/// `(dx, dscale, dbias)`; see [`ops::batchnorm::backward`].
+/// `(dx, dscale, dbias)`, see [`ops::batchnorm::backward`]; dscale and
+/// dbias written into `slots` if given (as for [`conv_backward_weight`]).
 pub fn batch_norm_backward<T: Float>(
     dy: &Tensor<T>,
     x: &Tensor<T>,
     scale: &Tensor<T>,
     stats: &BatchStats<T>,
     train: bool,
+    slots: Option<[&Tensor<T>; 2]>,
 ) -> (Tensor<T>, Tensor<T>, Tensor<T>) {
-    match Backend::of_all("batch norm backward", &[dy, x, scale, &stats.mean, &stats.var]) {
-        Backend::Cpu => ops::batchnorm::backward(dy, x, scale, stats, train),
-        Backend::Gpu(gpu) => cuda::batchnorm::backward(gpu, dy, x, scale, stats, train),
+    match (
+        Backend::of_all("batch norm backward", &[dy, x, scale, &stats.mean, &stats.var]),
+        slots,
+    ) {
+        (Backend::Cpu, None) => ops::batchnorm::backward(dy, x, scale, stats, train),
+        (Backend::Gpu(gpu), None) => cuda::batchnorm::backward(gpu, dy, x, scale, stats, train),
+        (Backend::Gpu(gpu), Some([ds, db])) => {
+            let dx = cuda::batchnorm::backward_into(gpu, dy, x, scale, stats, train, [ds, db]);
+            (dx, ds.clone(), db.clone())
+        }
+        (Backend::Cpu, Some(_)) => panic!("{CPU_SLOT}"),
     }
 }
 
@@ -242,11 +336,31 @@ pub fn dense<T: Float>(x: &Tensor<T>, w: &Tensor<T>, b: &Tensor<T>) -> Tensor<T>
     }
 }
 
-/// `(dx, dw, db)`.
-pub fn dense_backward<T: Float>(dy: &Tensor<T>, x: &Tensor<T>, w: &Tensor<T>) -> (Tensor<T>, Tensor<T>, Tensor<T>) {
-    match Backend::of_all("dense backward", &[dy, x, w]) {
-        Backend::Cpu => ops::dense::backward(dy, x, w),
-        Backend::Gpu(gpu) => cuda::dense::backward(gpu, dy, x, w),
+/// `(dx, dw, db)`; dw and db written into `slots` if given (as for
+/// [`conv_backward_weight`]).
+pub fn dense_backward<T: Float>(
+    dy: &Tensor<T>,
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    slots: Option<[&Tensor<T>; 2]>,
+) -> (Tensor<T>, Tensor<T>, Tensor<T>) {
+    match (Backend::of_all("dense backward", &[dy, x, w]), slots) {
+        (Backend::Cpu, None) => ops::dense::backward(dy, x, w),
+        (Backend::Gpu(gpu), None) => cuda::dense::backward(gpu, dy, x, w),
+        (Backend::Gpu(gpu), Some([dw, db])) => {
+            let dx = cuda::dense::backward_into(gpu, dy, x, w, [dw, db]);
+            (dx, dw.clone(), db.clone())
+        }
+        (Backend::Cpu, Some(_)) => panic!("{CPU_SLOT}"),
+    }
+}
+
+/// Copies `src` into `dst`'s elements, which may be a view (every view of
+/// its buffer sees them): a GPU-only move within the device.
+pub fn copy<T: Float>(src: &Tensor<T>, dst: &Tensor<T>) {
+    match Backend::of_all("copy", &[src, dst]) {
+        Backend::Gpu(gpu) => gpu.copy(src, dst),
+        Backend::Cpu => panic!("{CPU_SLOT}"),
     }
 }
 

@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum Event {
     /// A host tensor's elements copied because a shared buffer was mutated.
     HostCopy,
-    /// The same for a GPU tensor (a device-to-device copy).
+    /// A device-to-device copy: copy-on-write's for a GPU tensor, or an
+    /// explicit one (`cuda::Gpu::copy`).
     DeviceCopy,
     /// A buffer allocated by `cuda::Gpu` (allocations and uploads).
     DeviceAllocation,

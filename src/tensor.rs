@@ -3,9 +3,12 @@
 //! Activations are NHWC, conv kernels HWIO, dense kernels (in, out): the
 //! layouts of Flax, so the tutorial's checkpoints load without transposes.
 //!
-//! The elements are shared, as candle's `Storage` is: cloning a tensor
-//! clones an `Arc`, so the tape, the optimiser and the model state can all
-//! hold the same parameter without copying it. Mutation is copy-on-write:
+//! The elements are shared, as candle's `Storage` is: a tensor is a shared
+//! buffer, an offset into it and a shape. Cloning a tensor clones an `Arc`,
+//! so the tape, the optimiser and the model state can all hold the same
+//! parameter without copying it, and [`Tensor::view`] names part of a
+//! buffer (a parameter's slot in the flat parameter buffer, as llm.c lays
+//! parameters out). Mutation is copy-on-write:
 //! [`Tensor::data_mut`] and [`Tensor::gpu_data_mut`] copy the elements only
 //! when another tensor still shares them, and count each such copy in
 //! [`crate::counters`], so a test can check that a training step makes none.
@@ -13,11 +16,12 @@
 use crate::counters::{self, Event};
 use crate::failure::OrFail;
 use crate::float::Float;
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// A tensor: its shape and its elements, on the host or on the GPU.
@@ -28,6 +32,8 @@ use std::sync::Arc;
 /// imports neither backend: uploads and kernels live in `crate::cuda`.
 pub struct Tensor<T> {
     shape: Vec<usize>,
+    /// Where the elements start in the storage, in elements.
+    offset: usize,
     storage: Storage<T>,
 }
 
@@ -48,6 +54,7 @@ impl<T> Clone for Tensor<T> {
         };
         Tensor {
             shape: self.shape.clone(),
+            offset: self.offset,
             storage,
         }
     }
@@ -63,7 +70,7 @@ impl<T: Float> PartialEq for Tensor<T> {
 impl<T: Float> fmt::Debug for Tensor<T> {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match &self.storage {
-            Storage::Host(v) => write!(f, "Tensor{:?}{:?}", self.shape, v),
+            Storage::Host(_) => write!(f, "Tensor{:?}{:?}", self.shape, self.data()),
             Storage::Gpu(_) => write!(f, "Tensor{:?}(on the GPU)", self.shape),
         }
     }
@@ -83,12 +90,48 @@ impl<T> Tensor<T> {
         matches!(self.storage, Storage::Gpu(_))
     }
 
-    /// The device buffer of a GPU tensor.
-    pub fn gpu_data(&self) -> Option<&CudaSlice<T>> {
+    /// The device memory of a GPU tensor (its part of the shared buffer).
+    pub fn gpu_data(&self) -> Option<CudaView<'_, T>> {
         match &self.storage {
-            Storage::Gpu(s) => Some(s.as_ref()),
+            Storage::Gpu(s) => Some(s.slice(self.range())),
             Storage::Host(_) => None,
         }
+    }
+
+    /// The elements' range in the storage.
+    fn range(&self) -> Range<usize> {
+        self.offset..self.offset + self.numel()
+    }
+
+    /// `shape`'s worth of this tensor's elements from element `offset` on,
+    /// sharing them: a view, no copy.
+    pub fn view(&self, offset: usize, shape: &[usize]) -> Self {
+        let numel: usize = shape.iter().product();
+        assert!(
+            offset + numel <= self.numel(),
+            "a view of {numel} elements at {offset} does not fit in {:?}",
+            self.shape
+        );
+        Tensor {
+            shape: shape.to_vec(),
+            offset: self.offset + offset,
+            storage: match &self.storage {
+                Storage::Host(v) => Storage::Host(Arc::clone(v)),
+                Storage::Gpu(s) => Storage::Gpu(Arc::clone(s)),
+            },
+        }
+    }
+
+    /// Whether `other` is a view of (some of) this tensor's elements: the
+    /// same buffer, within this tensor's range.
+    pub fn contains(&self, other: &Tensor<T>) -> bool {
+        let same = match (&self.storage, &other.storage) {
+            (Storage::Host(a), Storage::Host(b)) => Arc::ptr_eq(a, b),
+            (Storage::Gpu(a), Storage::Gpu(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let (outer, inner) = (self.range(), other.range());
+        same && outer.start <= inner.start && inner.end <= outer.end
     }
 }
 
@@ -103,6 +146,7 @@ impl<T: Float> Tensor<T> {
         );
         Tensor {
             shape: shape.to_vec(),
+            offset: 0,
             storage: Storage::Host(Arc::new(data)),
         }
     }
@@ -116,6 +160,7 @@ impl<T: Float> Tensor<T> {
         );
         Tensor {
             shape: shape.to_vec(),
+            offset: 0,
             storage: Storage::Gpu(Arc::new(data)),
         }
     }
@@ -132,16 +177,14 @@ impl<T: Float> Tensor<T> {
     /// The elements on the host: borrowed, or downloaded from the GPU.
     fn host_data(&self) -> Cow<'_, [T]> {
         match &self.storage {
-            Storage::Host(v) => Cow::Borrowed(v),
+            Storage::Host(v) => Cow::Borrowed(&v[self.range()]),
             // The slice's own stream: the GPU's one stream (`cuda::Gpu`).
             Storage::Gpu(s) => {
                 counters::add(Event::HostSync, 1);
                 let bytes = self.numel() * std::mem::size_of::<T>();
-                Cow::Owned(
-                    s.stream()
-                        .clone_dtoh(s.as_ref())
-                        .or_fail(|| format!("copying {bytes} bytes to the host")),
-                )
+                let view = s.slice(self.range());
+                let data = s.stream().clone_dtoh(&view);
+                Cow::Owned(data.or_fail(|| format!("copying {bytes} bytes to the host")))
             }
         }
     }
@@ -179,40 +222,41 @@ impl<T: Float> Tensor<T> {
     /// The elements of a host tensor.
     pub fn data(&self) -> &[T] {
         match &self.storage {
-            Storage::Host(v) => v,
+            Storage::Host(v) => &v[self.range()],
             Storage::Gpu(_) => panic!("{}", ON_GPU),
         }
     }
 
     /// The elements of a host tensor, to change in place: copied first
-    /// (and counted) if another tensor shares them.
+    /// (and counted) if another tensor shares the buffer.
     pub fn data_mut(&mut self) -> &mut [T] {
-        match &mut self.storage {
-            Storage::Host(v) => {
-                if Arc::get_mut(v).is_none() {
-                    counters::add(Event::HostCopy, 1);
-                }
-                Arc::make_mut(v).as_mut_slice()
-            }
-            Storage::Gpu(_) => panic!("{}", ON_GPU),
+        let mut range = self.range();
+        let Storage::Host(v) = &mut self.storage else {
+            panic!("{}", ON_GPU)
+        };
+        if Arc::get_mut(v).is_none() {
+            counters::add(Event::HostCopy, 1);
+            *v = Arc::new(v[range.clone()].to_vec());
+            (self.offset, range) = (0, 0..range.len());
         }
+        &mut Arc::get_mut(v).expect("unshared just above")[range]
     }
 
-    /// The device buffer of a GPU tensor, to write in place: copied first
-    /// on the device (and counted) if another tensor shares it.
-    pub fn gpu_data_mut(&mut self) -> Option<&mut CudaSlice<T>> {
+    /// The device memory of a GPU tensor, to write in place: copied first
+    /// on the device (and counted) if another tensor shares the buffer.
+    pub fn gpu_data_mut(&mut self) -> Option<CudaViewMut<'_, T>> {
+        let mut range = self.range();
         let Storage::Gpu(s) = &mut self.storage else {
             return None;
         };
         if Arc::get_mut(s).is_none() {
             counters::add(Event::DeviceCopy, 1);
-            let bytes = s.len() * std::mem::size_of::<T>();
-            *s = Arc::new(
-                s.try_clone()
-                    .or_fail(|| format!("copying a shared {bytes}-byte buffer on the GPU")),
-            );
+            let bytes = range.len() * std::mem::size_of::<T>();
+            let copy = s.stream().clone_dtod(&s.slice(range.clone()));
+            *s = Arc::new(copy.or_fail(|| format!("copying a shared {bytes}-byte buffer on the GPU")));
+            (self.offset, range) = (0, 0..range.len());
         }
-        Arc::get_mut(s)
+        Some(Arc::get_mut(s).expect("unshared just above").slice_mut(range))
     }
 
     /// The only element of a one-element tensor.
@@ -231,6 +275,7 @@ impl<T: Float> Tensor<T> {
         );
         Tensor {
             shape: shape.to_vec(),
+            offset: self.offset,
             storage: self.storage,
         }
     }
@@ -261,3 +306,32 @@ impl<T: Float> Tensor<T> {
 }
 
 const ON_GPU: &str = "this tensor lives on the GPU: copy it with to_host() before reading its elements";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_shares_its_part_and_copies_only_it_on_write() {
+        let flat = Tensor::<f64>::new(&[6], vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        let mut view = flat.view(2, &[2, 2]);
+        assert_eq!(view.data(), [2.0, 3.0, 4.0, 5.0]);
+        assert!(flat.contains(&view) && !view.contains(&flat));
+        assert_eq!(view.view(1, &[2]).data(), [3.0, 4.0]);
+        assert!(!flat.contains(&Tensor::new(&[2], vec![2.0, 3.0])), "another buffer");
+        // Shared: the write goes to a copy of the view's four elements.
+        view.data_mut()[0] = 9.0;
+        assert_eq!(view.data(), [9.0, 3.0, 4.0, 5.0]);
+        assert_eq!(flat.data(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert!(!flat.contains(&view));
+        let reshaped = flat.view(3, &[3]).reshape(&[3, 1]);
+        assert_eq!(reshaped.data(), [3.0, 4.0, 5.0]);
+        assert_eq!(reshaped.cast::<f32>().data(), [3.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "does not fit")]
+    fn a_view_stays_inside() {
+        Tensor::<f32>::zeros(&[4]).view(2, &[3]);
+    }
+}

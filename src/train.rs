@@ -15,12 +15,12 @@
 //!   `curves.png`, drawn from the metrics when the run finishes.
 
 use crate::autograd::{Tape, Var};
-use crate::backend::{Backend, Halt, StepTotals};
+use crate::backend::{Backend, BatchPlacer, Halt, PlacedBatch, StepTotals};
 use crate::checkpoint::{self, CheckpointMetadata, NamedTensors};
 use crate::counters::{self, Event};
-use crate::cuda::optim::{FlatLayout, GpuOptimizer};
+use crate::cuda::optim::{FlatParams, GpuOptimizer};
 use crate::cuda::Gpu;
-use crate::data::{self, Batch, Cifar10, DataError, Split, TrainLoader, TrainOptions};
+use crate::data::{self, Cifar10, DataError, Split, TrainLoader, TrainOptions};
 use crate::device::Device;
 use crate::evaluate::{self, accuracy};
 use crate::failure::{self, GpuError};
@@ -267,12 +267,13 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         resume(config, &run, opt_config, backend)?
     } else {
         run.clear_logs()?;
-        let state = ModelState::<f32>::init(config.model, config.seed).map(|t| backend.place(t.clone()));
-        let optimizer = TrainOptimizer::new(backend, opt_config, &state.params);
+        let mut state = ModelState::<f32>::init(config.model, config.seed).map(|t| backend.place(t.clone()));
+        let optimizer = TrainOptimizer::new(backend, opt_config, &mut state.params);
         (state, optimizer, Progress { epoch: 0, best: None })
     };
     *interrupt::status() = interrupted_line(config, &run, progress.epoch);
     let mut totals = StepTotals::new(backend);
+    let mut placer = BatchPlacer::new(backend);
     let mut events = EventWriter::create(run.path())?;
     eprintln!(
         "training {} ({} parameters) for {} of {} on {} images",
@@ -303,10 +304,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
             )
         };
         for (step, batch) in (1..).zip(loader.epoch(epoch)) {
-            let batch = Batch {
-                images: backend.place(batch.images),
-                labels: batch.labels,
-            };
+            let batch = placer.place(batch);
             train_step(config.model, &mut state, &mut optimizer, batch, &mut totals).with_context(|| stopped(step))?;
             seen += config.batch_size;
             let rate = seen as f64 / started.elapsed().as_secs_f64();
@@ -409,26 +407,51 @@ fn count(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
-/// The optimiser, where the parameters live.
+/// The optimiser, where the parameters live. On the GPU it owns the flat
+/// parameter and gradient buffers whose views the model's parameters are.
+#[allow(clippy::large_enum_variant)] // one per run: its size does not matter
 pub enum TrainOptimizer {
     Host(Optimizer<f32>),
-    Gpu(&'static Gpu, GpuOptimizer<f32>),
+    Gpu(&'static Gpu, GpuOptimizer<f32>, FlatParams<f32>),
 }
 
 impl TrainOptimizer {
-    pub fn new(backend: Backend, config: OptimizerConfig, params: &BTreeMap<String, Tensor<f32>>) -> Self {
+    /// A fresh optimiser for `params`; on the GPU, `params` become views of
+    /// its flat parameter buffer.
+    pub fn new(backend: Backend, config: OptimizerConfig, params: &mut BTreeMap<String, Tensor<f32>>) -> Self {
         match backend {
             Backend::Cpu => TrainOptimizer::Host(Optimizer::new(config, params)),
-            Backend::Gpu(gpu) => TrainOptimizer::Gpu(gpu, GpuOptimizer::new(gpu, config, FlatLayout::of(params))),
+            Backend::Gpu(gpu) => {
+                let flat = FlatParams::adopt(gpu, params);
+                TrainOptimizer::Gpu(gpu, GpuOptimizer::new(gpu, config, flat.layout().clone()), flat)
+            }
+        }
+    }
+
+    /// Where backward writes each parameter's gradient: its slot of the
+    /// flat gradient buffer on the GPU; None on the CPU.
+    pub fn grad_slots(&self) -> Option<BTreeMap<String, Tensor<f32>>> {
+        match self {
+            TrainOptimizer::Host(_) => None,
+            TrainOptimizer::Gpu(_, _, flat) => Some(flat.grad_slots()),
         }
     }
 
     /// One update, unless `halt` says a loss of the epoch was not finite.
+    /// On the GPU one launch updates the flat buffer that `params` view,
+    /// from the gradients backward wrote into their slots.
     fn step(&mut self, params: &mut BTreeMap<String, Tensor<f32>>, grads: &BTreeMap<String, Tensor<f32>>, halt: Halt) {
         match (self, halt) {
             (_, Halt::Host(true)) => {}
             (TrainOptimizer::Host(opt), _) => opt.step(params, grads),
-            (TrainOptimizer::Gpu(gpu, opt), _) => opt.step_named(gpu, params, grads, halt.device_word()),
+            (TrainOptimizer::Gpu(gpu, opt, flat), _) => {
+                assert!(
+                    flat.holds(params, grads),
+                    "the parameters or gradients are not the optimizer's flat buffers' views"
+                );
+                let (flat_params, flat_grads) = flat.buffers();
+                opt.step(gpu, flat_params, flat_grads, halt.device_word());
+            }
         }
     }
 
@@ -436,7 +459,7 @@ impl TrainOptimizer {
     pub fn step_count(&self) -> usize {
         match self {
             TrainOptimizer::Host(opt) => opt.step_count(),
-            TrainOptimizer::Gpu(gpu, opt) => opt.step_count(gpu),
+            TrainOptimizer::Gpu(gpu, opt, _) => opt.step_count(gpu),
         }
     }
 
@@ -444,7 +467,7 @@ impl TrainOptimizer {
     fn learning_rate(&self) -> f64 {
         match self {
             TrainOptimizer::Host(opt) => opt.learning_rate(),
-            TrainOptimizer::Gpu(gpu, opt) => opt.learning_rate(gpu),
+            TrainOptimizer::Gpu(gpu, opt, _) => opt.learning_rate(gpu),
         }
     }
 
@@ -452,14 +475,14 @@ impl TrainOptimizer {
     fn state_tensors(&self) -> BTreeMap<String, Tensor<f32>> {
         match self {
             TrainOptimizer::Host(opt) => opt.state_tensors(),
-            TrainOptimizer::Gpu(gpu, opt) => opt.state_tensors(gpu),
+            TrainOptimizer::Gpu(gpu, opt, _) => opt.state_tensors(gpu),
         }
     }
 
     fn load_state(&mut self, tensors: &BTreeMap<String, Tensor<f32>>) -> Result<(), StateError> {
         match self {
             TrainOptimizer::Host(opt) => opt.load_state(tensors),
-            TrainOptimizer::Gpu(gpu, opt) => opt.load_state(gpu, tensors),
+            TrainOptimizer::Gpu(gpu, opt, _) => opt.load_state(gpu, tensors),
         }
     }
 }
@@ -482,10 +505,10 @@ pub fn train_step(
     model: ModelKind,
     state: &mut ModelState<f32>,
     optimizer: &mut TrainOptimizer,
-    batch: Batch,
+    batch: PlacedBatch,
     totals: &mut StepTotals,
 ) -> Result<()> {
-    let batch_size = batch.labels.len();
+    let batch_size = batch.images.shape()[0];
     failure::catch(|| step(model, state, optimizer, batch, totals)).map_err(|e| gpu_failed(e, batch_size))?
 }
 
@@ -506,13 +529,15 @@ fn step(
     model: ModelKind,
     state: &mut ModelState<f32>,
     optimizer: &mut TrainOptimizer,
-    batch: Batch,
+    batch: PlacedBatch,
     totals: &mut StepTotals,
 ) -> Result<()> {
-    let tape = Tape::new();
+    // On the GPU backward writes every gradient into its slot of the
+    // optimiser's flat gradient buffer.
+    let tape = optimizer.grad_slots().map_or_else(Tape::new, Tape::with_grad_slots);
     let mut ctx = Ctx::new(&tape, state, true);
-    let labels = Backend::of(&batch.images).labels(&batch.labels);
-    let logits = model.forward(&mut ctx, &Var::constant(batch.images));
+    let PlacedBatch { images, labels } = batch;
+    let logits = model.forward(&mut ctx, &Var::constant(images));
     let running = ctx.into_running_update();
     let loss = tape.cross_entropy(&logits, &labels);
     totals.record(logits.value(), &labels, loss.value());
@@ -628,8 +653,8 @@ fn resume(
         }
     }
     let (state, _) = evaluate::load_model(config.model, &run.last())?;
-    let state = state.map(|t| backend.place(t.clone()));
-    let mut optimizer = TrainOptimizer::new(backend, opt_config, &state.params);
+    let mut state = state.map(|t| backend.place(t.clone()));
+    let mut optimizer = TrainOptimizer::new(backend, opt_config, &mut state.params);
     optimizer
         .load_state(&tensors)
         .with_context(|| format!("{}", run.last().display()))?;

@@ -3,25 +3,25 @@
 //! reports the bad loss at once (the GPU does at the epoch's end:
 //! `gpu_step_halts_after_a_non_finite_loss` in tests/gpu/step.rs).
 
-use cifar_kern::backend::{Backend, StepTotals};
+use cifar_kern::backend::{Backend, PlacedBatch, StepTotals};
 use cifar_kern::data::Batch;
 use cifar_kern::models::{ModelKind, ModelState};
 use cifar_kern::optim::OptimizerConfig;
 use cifar_kern::train::{train_step, TrainOptimizer};
 use cifar_kern::Tensor;
 
-fn batch(value: f32) -> Batch {
-    Batch {
+fn batch(value: f32) -> PlacedBatch {
+    Backend::Cpu.place_batch(Batch {
         images: Tensor::full(&[2, 32, 32, 3], value),
         labels: vec![0, 1],
-    }
+    })
 }
 
 #[test]
 fn non_finite_loss_stops_the_epoch_without_touching_the_state() {
     let model = ModelKind::ResNet;
     let mut state = ModelState::<f32>::init(model, 0);
-    let mut optimizer = TrainOptimizer::new(Backend::Cpu, OptimizerConfig::for_model(model, 10), &state.params);
+    let mut optimizer = TrainOptimizer::new(Backend::Cpu, OptimizerConfig::for_model(model, 10), &mut state.params);
     let mut totals = StepTotals::new(Backend::Cpu);
     let before = state.clone();
     for (value, what) in [(f32::NAN, "the NaN batch"), (0.5, "a later batch of the epoch")] {

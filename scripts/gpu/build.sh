@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Builds, on this (GPU-less) machine, everything a GPU session runs: the test
 # binaries with the kernels embedded, the cifar-kern binary, and the fixtures,
-# into .device/ (git-ignored), which the device tool carries to the GPU host:
+# into .device/, and the real CIFAR-10 in three parts into .device-data/
+# (both git-ignored), which the device tool carries to the GPU host. The GPU
+# host has no cargo; the binaries run there as built here. A device call
+# carries at most 64 MiB, so a session is four back-to-back calls (the host
+# keeps /tmp while it stays warm, 30 s after a call); see scripts/gpu/README.md:
 #   bash scripts/gpu/build.sh
-#   device run: bash .device/run.sh        (carry: [".device"])
-# The GPU host has no cargo; the binaries run there as built here.
+#   1. carry [".device"]:            bash .device/run.sh
+#   2. carry [".device-data/part1"]: bash scripts/gpu/stage-data.sh 1
+#   3. carry [".device-data/part2"]: bash scripts/gpu/stage-data.sh 2
+#   4. carry [".device-data/part3"]: bash scripts/gpu/stage-data.sh 3 && bash scripts/gpu/train.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${NVCC:?set NVCC to a CUDA 13.0 nvcc (see README)}"
@@ -21,7 +27,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
         print(m["target"]["name"], m["executable"])
 ' | while read -r name exe; do
-    case "$name" in gpu|fixtures) cp "$exe" "$out/bin/$name" ;; esac
+    case "$name" in gpu|fixtures|step_copies) cp "$exe" "$out/bin/$name" ;; esac
 done
 cargo build --release --bin cifar-kern
 cp target/release/cifar-kern "$out/bin/"
@@ -33,3 +39,13 @@ cp scripts/gpu/run.sh "$out/run.sh"
 size_mb=$(du -sm "$out" | cut -f1)
 echo "$out: ${size_mb} MiB (carry limit 64 MiB with the working tree)"
 [ "$size_mb" -le 60 ] || { echo "too large to carry"; exit 1; }
+
+data=.device-data
+shared="${CIFAR_KERN_SHARED_DATA:-../shared/data}"
+rm -rf "$data"
+for part in 1 2 3; do
+    mkdir -p "$data/part$part"
+    cp "$shared/cifar10-part$part.tar.xz" "$data/part$part/"
+done
+cp "$shared/MD5SUMS" "$data/part3/"
+du -sm "$data"/part*

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Runs on the GPU host (from the repository root, after scripts/gpu/build.sh
-# here): every gpu_ parity test, family by family, the f32 fixture tests,
-# then memcheck and racecheck over the GPU tests, and prints a short table
-# last. CIFAR_KERN_REQUIRE_GPU=1: a gpu_ test that finds no usable GPU fails
-# rather than being ignored; a family that still reports ignored tests
-# shows as SKIPPED.
+# here; call 1 of scripts/gpu/README.md): every gpu_ test, family by family
+# (parity, the training step through train::train_step, out of memory), the
+# step's copy and wait counts, and the f32 fixture tests; prints a short
+# table last. The binaries are kept in /tmp/cifar-kern-device for train.sh
+# (call 4). CIFAR_KERN_REQUIRE_GPU=1: a gpu_ test that finds no usable GPU
+# fails rather than being ignored; a family that still reports ignored
+# tests shows as SKIPPED.
 set -uo pipefail
-dir=.device
-export CIFAR_KERN_FIXTURES="$PWD/$dir/fixtures" CIFAR_KERN_REQUIRE_FIXTURES=1 CIFAR_KERN_REQUIRE_GPU=1
+rm -rf /tmp/cifar-kern-device && cp -r .device /tmp/cifar-kern-device
+dir=/tmp/cifar-kern-device
+export CIFAR_KERN_FIXTURES="$dir/fixtures" CIFAR_KERN_REQUIRE_FIXTURES=1 CIFAR_KERN_REQUIRE_GPU=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 table=()
 run() { # name, command...
@@ -31,15 +34,6 @@ done
 # Only the networks' fixture tests: the others need the tutorial's .ckpt
 # files and the cifar-kern binary at its build path.
 run fixtures_models "$dir/bin/fixtures" "[models]" --test-threads 1 --nocapture
-if command -v compute-sanitizer > /dev/null; then
-    for tool in memcheck racecheck; do
-        for family in $families; do
-            run "$tool:gpu_$family" compute-sanitizer --tool "$tool" --error-exitcode 1 \
-                "$dir/bin/gpu" "[$family]" --test-threads 1 --nocapture
-        done
-    done
-else
-    table+=("compute-sanitizer: not installed on this host")
-fi
+run step_copies "$dir/bin/step_copies" --nocapture
 echo
 printf '%s\n' "---- summary ----" "${table[@]}"

@@ -543,17 +543,36 @@ pub fn backward<T: DeviceFloat>(
     stats: &GpuBatchStats<T>,
     train: bool,
 ) -> (GpuTensor<T>, GpuTensor<T>, GpuTensor<T>) {
+    let (dscale, dbias) = (gpu.alloc::<T>(scale.shape()), gpu.alloc::<T>(scale.shape()));
+    let dx = backward_into(gpu, dy, x, scale, stats, train, [&dscale, &dbias]);
+    (dx, dscale, dbias)
+}
+
+/// [`backward`] with `dscale` and `dbias` written into `[dscale, dbias]`,
+/// which may be views (parameters' slots in the flat gradient buffer: every
+/// view of that buffer sees the result); returns `dx`.
+pub fn backward_into<T: DeviceFloat>(
+    gpu: &Gpu,
+    dy: &GpuTensor<T>,
+    x: &GpuTensor<T>,
+    scale: &GpuTensor<T>,
+    stats: &GpuBatchStats<T>,
+    train: bool,
+    [dscale, dbias]: [&GpuTensor<T>; 2],
+) -> GpuTensor<T> {
     let c = scale.numel();
+    assert_eq!(dscale.shape(), [c], "batch norm backward: dscale shape");
+    assert_eq!(dbias.shape(), [c], "batch norm backward: dbias shape");
     assert_eq!(dy.shape(), x.shape(), "batch norm backward: dy and x shapes");
     assert_eq!(x.shape().last(), Some(&c), "batch norm backward: channels");
     assert_eq!(stats.mean.shape(), [c], "batch norm backward: mean shape");
     assert_eq!(stats.var.shape(), [c], "batch norm backward: variance shape");
     let workspace = gpu.alloc::<f64>(&[backward_workspace_len(x.shape())]);
-    let (dx, dscale, dbias) = (gpu.alloc::<T>(x.shape()), gpu.alloc::<T>(&[c]), gpu.alloc::<T>(&[c]));
+    let dx = gpu.alloc::<T>(x.shape());
     let grads = GradPtrs {
         dx: gpu.ptr(&dx),
-        dscale: gpu.ptr(&dscale),
-        dbias: gpu.ptr(&dbias),
+        dscale: gpu.ptr(dscale),
+        dbias: gpu.ptr(dbias),
     };
     let plan = backward_plan::<T>(
         gpu.ptr(dy),
@@ -568,7 +587,7 @@ pub fn backward<T: DeviceFloat>(
     // SAFETY: dy, x and dx have x's shape, scale, the statistics, dscale and
     // dbias c elements (checked above), the workspace its length.
     unsafe { gpu.run(&plan) };
-    (dx, dscale, dbias)
+    dx
 }
 
 #[cfg(test)]

@@ -332,28 +332,48 @@ pub fn backward_weight<T: DeviceFloat>(
     w_shape: &[usize],
     win: &Window,
 ) -> GpuTensor<T> {
-    let s = ConvShape::new(x.shape(), w_shape, win);
+    let dw = gpu.alloc::<T>(w_shape);
+    backward_weight_into(gpu, dy, x, &dw, win);
+    dw
+}
+
+/// [`backward_weight`] written into `dw`, which may be a view (a
+/// parameter's slot in the flat gradient buffer: every view of that buffer
+/// sees the result).
+pub fn backward_weight_into<T: DeviceFloat>(
+    gpu: &Gpu,
+    dy: &GpuTensor<T>,
+    x: &GpuTensor<T>,
+    dw: &GpuTensor<T>,
+    win: &Window,
+) {
+    let s = ConvShape::new(x.shape(), dw.shape(), win);
     assert_eq!(dy.shape(), s.y_shape(), "conv backward_weight: dy shape");
     let partials = gpu.alloc::<T>(&[weight_workspace_len(&s)]);
-    let dw = gpu.alloc::<T>(w_shape);
-    let plan = backward_weight_plan::<T>(gpu.ptr(dy), gpu.ptr(x), gpu.ptr(&partials), gpu.ptr(&dw), &s);
+    let plan = backward_weight_plan::<T>(gpu.ptr(dy), gpu.ptr(x), gpu.ptr(&partials), gpu.ptr(dw), &s);
     // SAFETY: dy, x and dw have the shapes checked above; partials has the
     // workspace's length.
     unsafe { gpu.run(&plan) };
-    dw
 }
 
 /// dL/db given dL/dy: the sum over batch and pixels, accumulated in f64.
 pub fn backward_bias<T: DeviceFloat>(gpu: &Gpu, dy: &GpuTensor<T>) -> GpuTensor<T> {
+    let db = gpu.alloc::<T>(&[*dy.shape().last().expect("conv output is 4-D")]);
+    backward_bias_into(gpu, dy, &db);
+    db
+}
+
+/// [`backward_bias`] written into `db`, which may be a view (as for
+/// [`backward_weight_into`]).
+pub fn backward_bias_into<T: DeviceFloat>(gpu: &Gpu, dy: &GpuTensor<T>, db: &GpuTensor<T>) {
     let channels = *dy.shape().last().expect("conv output is 4-D");
+    assert_eq!(db.shape(), [channels], "conv backward_bias: db shape");
     let rows = dy.numel() / channels;
     let partials = gpu.alloc::<f64>(&[bias_workspace_len(rows, channels)]);
-    let db = gpu.alloc::<T>(&[channels]);
-    let plan = backward_bias_plan::<T>(gpu.ptr(dy), gpu.ptr(&partials), gpu.ptr(&db), rows, channels);
+    let plan = backward_bias_plan::<T>(gpu.ptr(dy), gpu.ptr(&partials), gpu.ptr(db), rows, channels);
     // SAFETY: dy holds rows x channels elements, db channels; partials has
     // the workspace's length.
     unsafe { gpu.run(&plan) };
-    db
 }
 
 #[cfg(test)]

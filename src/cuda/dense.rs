@@ -153,14 +153,31 @@ pub fn backward<T: DeviceFloat>(
     x: &GpuTensor<T>,
     w: &GpuTensor<T>,
 ) -> (GpuTensor<T>, GpuTensor<T>, GpuTensor<T>) {
+    let (dw, db) = (gpu.alloc::<T>(w.shape()), gpu.alloc::<T>(&[w.shape()[1]]));
+    let dx = backward_into(gpu, dy, x, w, [&dw, &db]);
+    (dx, dw, db)
+}
+
+/// [`backward`] with `dw` and `db` written into `[dw, db]`, which may be
+/// views (parameters' slots in the flat gradient buffer: every view of that
+/// buffer sees the result); returns `dx`.
+pub fn backward_into<T: DeviceFloat>(
+    gpu: &Gpu,
+    dy: &GpuTensor<T>,
+    x: &GpuTensor<T>,
+    w: &GpuTensor<T>,
+    [dw, db]: [&GpuTensor<T>; 2],
+) -> GpuTensor<T> {
     let (n, k, o) = dims(x, w);
     assert_eq!(dy.shape(), [n, o], "dense backward: dy shape");
-    let (dx, dw, db) = (gpu.alloc::<T>(&[n, k]), gpu.alloc::<T>(&[k, o]), gpu.alloc::<T>(&[o]));
-    let grads = (gpu.ptr(&dx), gpu.ptr(&dw), gpu.ptr(&db));
+    assert_eq!(dw.shape(), [k, o], "dense backward: dw shape");
+    assert_eq!(db.shape(), [o], "dense backward: db shape");
+    let dx = gpu.alloc::<T>(&[n, k]);
+    let grads = (gpu.ptr(&dx), gpu.ptr(dw), gpu.ptr(db));
     let plan = backward_plan::<T>(gpu.ptr(dy), gpu.ptr(x), gpu.ptr(w), grads, (n, k, o));
     // SAFETY: dy, x, w and the gradients have the shapes of the dims checked above.
     unsafe { gpu.run(&plan) };
-    (dx, dw, db)
+    dx
 }
 
 #[cfg(test)]

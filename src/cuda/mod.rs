@@ -1,18 +1,21 @@
 //! The CUDA runtime: finding a usable GPU without panicking on machines that
-//! have none, the PTX modules `build.rs` compiled from `kernels/*.cu` (loaded
-//! by name from one table, like candle's), device tensors, and launches.
+//! have none, the PTX modules `build.rs` compiled from `kernels/*.cu` (every
+//! kernel resolved once, when the GPU is opened, from one table, like
+//! candle's), device tensors, and launches.
 //!
 //! Every kernel takes one `#[repr(C)]` parameter struct by value, holding raw
 //! device pointers and sizes; its C++ twin sits at the top of the kernel's
 //! `.cu` file. Every launch is first planned without a GPU ([`launch`]),
-//! then run by [`Gpu::run`]. One stream does all the work, so cudarc's
-//! per-slice event tracking is switched off (nothing runs concurrently that
-//! it could order), which also keeps launches capturable into a CUDA graph.
+//! then run by [`Gpu::run`]. One stream of our own does all the work (the
+//! legacy default stream cannot be captured into a CUDA graph), so cudarc's
+//! per-slice event tracking is switched off: nothing runs concurrently that
+//! it could order. A failed driver call (out of memory, a refused launch, a
+//! fault) ends the op through `crate::failure`, never with a panic.
 //!
 //! One launcher module per kernel family (`kernels/<family>.cu`), each
-//! mirroring the CPU op of `crate::ops` it replaces (the ops dispatch GPU
-//! tensors here), with a `*_plan` fn per op that builds its launches from
-//! raw device addresses. Every kernel runs in `cargo test` on any machine
+//! mirroring the CPU op of `crate::ops` it replaces (`crate::backend` sends
+//! GPU tensors here; this module never imports `ops`), with a `*_plan` fn
+//! per op that builds its launches from raw device addresses. Every kernel runs in `cargo test` on any machine
 //! through the CPU kernel emulator (`crates/kernel-emu`, the `emu_` tests);
 //! on an H200 the `gpu_*` parity tests passed (all but `gpu_step`, whose
 //! flat bound is too tight) and the tutorial's checkpoints scored its table,
@@ -31,6 +34,7 @@ pub mod loss;
 pub mod optim;
 pub mod pool;
 pub mod reduce;
+pub mod staging;
 pub mod tensor_core_check;
 
 use crate::counters::{self, Event};
@@ -39,7 +43,9 @@ use crate::float::Float;
 use crate::tensor::Tensor;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
+    PinnedHostSlice,
 };
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -125,6 +131,9 @@ pub struct Gpu {
     /// misses part of its output fails a parity test instead of passing on
     /// stale data. On for `gpu_*` tests.
     poison: bool,
+    /// 1 as a scalar of f32 and of f64, uploaded once: the seed of every
+    /// backward from a loss, so no step uploads it.
+    ones: (Tensor<f32>, Tensor<f64>),
 }
 
 /// When `1`, a `gpu_*` test on a machine without a usable GPU fails instead
@@ -183,10 +192,25 @@ impl Gpu {
                 .collect::<Result<_, _>>()?;
             kernels.insert(module_name, functions);
         }
+        let ones = (
+            Tensor::from_gpu(
+                &[],
+                stream
+                    .clone_htod(&[1.0f32])
+                    .map_err(|e| format!("cannot use GPU 0: {e}"))?,
+            ),
+            Tensor::from_gpu(
+                &[],
+                stream
+                    .clone_htod(&[1.0f64])
+                    .map_err(|e| format!("cannot use GPU 0: {e}"))?,
+            ),
+        );
         Ok(Gpu {
             stream,
             kernels,
             poison,
+            ones,
         })
     }
 
@@ -222,6 +246,13 @@ impl Gpu {
         }
     }
 
+    /// 1 as a scalar GPU tensor (shared: never written).
+    pub fn one<T: Float>(&self) -> Tensor<T> {
+        let (f32_one, f64_one): (&dyn Any, &dyn Any) = (&self.ones.0, &self.ones.1);
+        let one = f32_one.downcast_ref::<Tensor<T>>().or(f64_one.downcast_ref());
+        one.expect("a Float is f32 or f64").clone()
+    }
+
     /// A GPU copy of a host tensor.
     pub fn upload<T: Float>(&self, t: &Tensor<T>) -> Tensor<T> {
         counters::add(Event::DeviceAllocation, 1);
@@ -233,6 +264,22 @@ impl Gpu {
         )
     }
 
+    /// Page-locked host memory for `len` elements, uninitialised: for
+    /// copies the stream runs asynchronously ([`staging`]).
+    pub fn alloc_pinned<E: DeviceRepr>(&self, len: usize) -> PinnedHostSlice<E> {
+        let bytes = len * std::mem::size_of::<E>();
+        // SAFETY: the caller writes the memory before copying it.
+        unsafe { self.stream.context().alloc_pinned::<E>(len) }
+            .or_fail(|| format!("allocating {bytes} bytes of pinned host memory"))
+    }
+
+    /// A device copy of pinned host memory, enqueued: the host does not
+    /// wait (the buffer's event marks when the copy is done).
+    pub fn upload_pinned<E: DeviceRepr>(&self, data: &PinnedHostSlice<E>) -> CudaSlice<E> {
+        counters::add(Event::DeviceAllocation, 1);
+        self.stream.clone_htod(data).or_fail(|| "uploading a batch".into())
+    }
+
     /// A host copy of a GPU tensor.
     pub fn download<T: Float>(&self, t: &Tensor<T>) -> Tensor<T> {
         let data = t.gpu_data().expect("download() of a host tensor");
@@ -240,7 +287,7 @@ impl Gpu {
         Tensor::new(
             t.shape(),
             self.stream
-                .clone_dtoh(data)
+                .clone_dtoh(&data)
                 .or_fail(|| format!("downloading {}", size(t.shape(), std::mem::size_of::<T>()))),
         )
     }
@@ -272,31 +319,22 @@ impl Gpu {
     /// place: the tensor's own buffer, copied first if another tensor
     /// shares it (so the write cannot show through the other tensor).
     pub fn ptr_mut<T: Float>(&self, t: &mut Tensor<T>) -> u64 {
-        let data = t.gpu_data_mut().expect("a kernel argument must be a GPU tensor");
+        let mut data = t.gpu_data_mut().expect("a kernel argument must be a GPU tensor");
         let (ptr, _no_sync) = data.device_ptr_mut(&self.stream);
         ptr
     }
 
-    /// Copies `src` into `dst` starting at element `offset` (GPU to GPU).
-    pub fn copy_into<T: Float>(&self, src: &Tensor<T>, dst: &mut Tensor<T>, offset: usize) {
-        let src = src.gpu_data().expect("copy_into from a host tensor");
-        let dst = dst.gpu_data_mut().expect("copy_into a host tensor");
-        let mut view = dst.slice_mut(offset..offset + src.len());
-        self.stream
-            .memcpy_dtod(src, &mut view)
-            .or_fail(|| "copying on the GPU".into());
-    }
-
-    /// Elements `offset..offset + len` of `src` as a new GPU tensor of `shape`.
-    pub fn copy_out<T: Float>(&self, src: &Tensor<T>, offset: usize, shape: &[usize]) -> Tensor<T> {
-        let mut out = self.alloc::<T>(shape);
-        let len = out.numel();
-        let src = src.gpu_data().expect("copy_out of a host tensor");
-        let dst = out.gpu_data_mut().expect("alloc gives a GPU tensor");
-        self.stream
-            .memcpy_dtod(&src.slice(offset..offset + len), dst)
-            .or_fail(|| "copying on the GPU".into());
-        out
+    /// Copies `src` into `dst`'s memory (GPU to GPU), which may be a view:
+    /// every view of `dst`'s buffer sees the new elements.
+    pub fn copy<T: Float>(&self, src: &Tensor<T>, dst: &Tensor<T>) {
+        assert_eq!(src.shape(), dst.shape(), "copy between shapes");
+        counters::add(Event::DeviceCopy, 1);
+        let bytes = src.numel() * std::mem::size_of::<T>();
+        // SAFETY: both addresses hold `bytes` bytes (same shape), on our stream.
+        unsafe {
+            cudarc::driver::result::memcpy_dtod_async(self.ptr(dst), self.ptr(src), bytes, self.stream.cu_stream())
+        }
+        .or_fail(|| format!("copying {} on the GPU", size(src.shape(), std::mem::size_of::<T>())));
     }
 
     pub fn synchronize(&self) {

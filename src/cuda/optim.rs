@@ -1,10 +1,11 @@
 //! The optimiser on the GPU: `optim::Optimizer`'s update over flat buffers,
 //! launched by `kernels/optim.cu`.
 //!
-//! Every parameter tensor has a range of one flat buffer, given by a
-//! [`FlatLayout`] (the table of name, shape and offset, in name order as the
-//! CPU optimiser's maps); gradients and moments use the same layout. One
-//! launch updates all parameters; the update count lives in device memory
+//! Every parameter tensor is a view of one flat buffer ([`FlatParams`]),
+//! at the range a [`FlatLayout`] gives (the table of name, shape and
+//! offset, in name order as the CPU optimiser's maps); gradients and
+//! moments use the same layout. One launch updates all parameters in
+//! place; the update count lives in device memory
 //! and a one-thread launch advances it, so a captured graph of training
 //! steps replays with the right learning rate and bias corrections. The
 //! schedule's base rate and boundaries are launch constants.
@@ -223,6 +224,67 @@ impl FlatLayout {
     }
 }
 
+/// A model's parameters and their gradients as views into one flat buffer
+/// each, laid out by a [`FlatLayout`] (as llm.c lays them out): the model
+/// reads its parameters through the views, backward writes each gradient
+/// into its slot ([`FlatParams::grad_slots`]), and [`GpuOptimizer::step`]
+/// updates all parameters with one launch, in place. Nothing is gathered or
+/// scattered per step.
+pub struct FlatParams<T> {
+    layout: FlatLayout,
+    params: GpuTensor<T>,
+    grads: GpuTensor<T>,
+}
+
+impl<T: DeviceFloat> FlatParams<T> {
+    /// Moves the GPU tensors `params` into one flat buffer (one copy each,
+    /// once), replacing every entry by its view of it, and allocates the
+    /// flat gradient buffer.
+    pub fn adopt(gpu: &Gpu, params: &mut BTreeMap<String, Tensor<T>>) -> Self {
+        let layout = FlatLayout::of(params);
+        let flat = gpu.alloc::<T>(&[layout.len()]);
+        for (name, shape, range) in layout.entries() {
+            let view = flat.view(range.start, shape);
+            gpu.copy(&params[name], &view);
+            params.insert(name.to_string(), view);
+        }
+        FlatParams {
+            grads: gpu.alloc::<T>(&[layout.len()]),
+            params: flat,
+            layout,
+        }
+    }
+
+    pub fn layout(&self) -> &FlatLayout {
+        &self.layout
+    }
+
+    /// The flat parameter and gradient buffers.
+    pub fn buffers(&self) -> (&GpuTensor<T>, &GpuTensor<T>) {
+        (&self.params, &self.grads)
+    }
+
+    /// Every parameter's slot of the flat gradient buffer, by name.
+    pub fn grad_slots(&self) -> BTreeMap<String, Tensor<T>> {
+        let slots = self.layout.entries();
+        slots
+            .map(|(name, shape, range)| (name.to_string(), self.grads.view(range.start, shape)))
+            .collect()
+    }
+
+    /// Whether every one of `params` is still a view of the flat buffer
+    /// (and every gradient of the gradient buffer), so that an update of
+    /// the buffers is an update of them.
+    pub fn holds(&self, params: &BTreeMap<String, Tensor<T>>, grads: &BTreeMap<String, Tensor<T>>) -> bool {
+        self.layout.entries().all(|(name, ..)| {
+            let inside = |flat: &Tensor<T>, named: &BTreeMap<String, Tensor<T>>| {
+                named.get(name).is_some_and(|t| flat.contains(t))
+            };
+            inside(&self.params, params) && inside(&self.grads, grads)
+        })
+    }
+}
+
 /// [`Optimizer`] on the GPU, for parameters and gradients in flat buffers
 /// of one [`FlatLayout`].
 pub struct GpuOptimizer<T> {
@@ -310,35 +372,12 @@ impl<T: DeviceFloat> GpuOptimizer<T> {
         self.config.schedule.at(self.step_count(gpu))
     }
 
-    /// One update of named GPU parameters from named GPU gradients (the
-    /// model's own tensors): both are gathered into this layout's flat form,
-    /// updated in one launch, and the parameters scattered back. `halted`
-    /// as for [`step_plan`].
-    pub fn step_named(
-        &mut self,
-        gpu: &Gpu,
-        params: &mut BTreeMap<String, Tensor<T>>,
-        grads: &BTreeMap<String, Tensor<T>>,
-        halted: u64,
-    ) {
-        let gather = |named: &BTreeMap<String, Tensor<T>>| {
-            let mut flat = gpu.alloc::<T>(&[self.layout.len()]);
-            for (name, _, range) in self.layout.entries() {
-                gpu.copy_into(&named[name], &mut flat, range.start);
-            }
-            flat
-        };
-        let (mut flat_params, flat_grads) = (gather(params), gather(grads));
-        self.step(gpu, &mut flat_params, &flat_grads, halted);
-        for (name, shape, range) in self.layout.entries() {
-            params.insert(name.to_string(), gpu.copy_out(&flat_params, range.start, shape));
-        }
-    }
-
     /// Enqueues one update of the flat `params` from the flat `grads` (both
     /// of this optimiser's layout) and the advance of the update count;
-    /// `halted` as for [`step_plan`].
-    pub fn step(&mut self, gpu: &Gpu, params: &mut GpuTensor<T>, grads: &GpuTensor<T>, halted: u64) {
+    /// `halted` as for [`step_plan`]. The update writes `params`' buffer in
+    /// place: every view of it (a model's parameters, see [`FlatParams`])
+    /// sees the new values, and nothing is copied.
+    pub fn step(&mut self, gpu: &Gpu, params: &GpuTensor<T>, grads: &GpuTensor<T>, halted: u64) {
         let len = self.layout.len();
         assert_eq!(
             params.numel(),
@@ -348,7 +387,7 @@ impl<T: DeviceFloat> GpuOptimizer<T> {
         assert_eq!(grads.numel(), len, "step: gradients are not of the optimizer's layout");
         let plan = step_plan::<T>(
             &self.config,
-            gpu.ptr_mut(params),
+            gpu.ptr(params),
             gpu.ptr(grads),
             gpu.buffer_ptr(&self.mu),
             self.nu.as_ref().map_or(0, |nu| gpu.buffer_ptr(nu)),

@@ -111,7 +111,7 @@ fn gpu_dense_backend_dispatches_to_the_gpu() {
         &gpu.download(&dense::forward(gpu, &x, &w, &b)),
         "forward",
     );
-    let via_backend = backend::dense_backward(&dy, &x, &w);
+    let via_backend = backend::dense_backward(&dy, &x, &w, None);
     let direct = dense::backward(gpu, &dy, &x, &w);
     for (a, b) in [
         (&via_backend.0, &direct.0),

@@ -91,12 +91,12 @@ fn three_updates_match<T: DeviceFloat>(gpu: &Gpu, params: &BTreeMap<String, Tens
         let mut cpu_params = params.clone();
         let mut cpu = Optimizer::new(config.clone(), &cpu_params);
         let mut gpu_opt = GpuOptimizer::<T>::new(gpu, config, layout.clone());
-        let mut gpu_params = flat(gpu, &layout, params);
+        let gpu_params = flat(gpu, &layout, params);
         for step in 0..3 {
             assert_eq!(gpu_opt.learning_rate(gpu), cpu.learning_rate(), "{name} lr at {step}");
             let g = grads(&cpu_params, step);
             cpu.step(&mut cpu_params, &g);
-            gpu_opt.step(gpu, &mut gpu_params, &flat(gpu, &layout, &g), 0);
+            gpu_opt.step(gpu, &gpu_params, &flat(gpu, &layout, &g), 0);
             let what = format!("{name} update {step}");
             assert_all_close(&named(gpu, &layout, &gpu_params), &cpu_params, tolerance, &what);
             assert_eq!(gpu_opt.step_count(gpu), cpu.step_count(), "{what}");
@@ -132,19 +132,14 @@ fn gpu_optimizer_resumes_and_reruns_exactly() {
     for (name, config) in configs() {
         let run = |resume_after: Option<usize>| {
             let mut opt = GpuOptimizer::<f64>::new(gpu, config.clone(), layout.clone());
-            let mut params = flat(gpu, &layout, &state.params);
+            let params = flat(gpu, &layout, &state.params);
             for step in 0..3 {
                 if resume_after == Some(step) {
                     let saved = opt.state_tensors(gpu);
                     opt = GpuOptimizer::new(gpu, config.clone(), layout.clone());
                     opt.load_state(gpu, &saved).unwrap();
                 }
-                opt.step(
-                    gpu,
-                    &mut params,
-                    &flat(gpu, &layout, &grads(&state.params, step as u64)),
-                    0,
-                );
+                opt.step(gpu, &params, &flat(gpu, &layout, &grads(&state.params, step as u64)), 0);
             }
             gpu.download(&params)
         };

@@ -16,7 +16,7 @@
 
 use crate::harness::needing;
 use cifar_kern::autograd::{Tape, Var};
-use cifar_kern::backend::{Backend, Halt, StepTotals};
+use cifar_kern::backend::{Backend, BatchPlacer, Halt, StepTotals};
 use cifar_kern::cuda::Gpu;
 use cifar_kern::data::Batch;
 use cifar_kern::failure;
@@ -89,12 +89,13 @@ fn float32_step(
     labels: &[u32],
 ) -> (f64, ModelState<f32>) {
     let mut state = start.cast::<f32>().map(|t| backend.place(t.clone()));
-    let mut optimizer = TrainOptimizer::new(backend, OptimizerConfig::for_model(kind, 1000), &state.params);
+    let mut optimizer = TrainOptimizer::new(backend, OptimizerConfig::for_model(kind, 1000), &mut state.params);
     let mut totals = StepTotals::new(backend);
-    let batch = Batch {
-        images: backend.place(images.cast()),
+    // Through the trainer's own placer (pinned staging on the GPU).
+    let batch = BatchPlacer::new(backend).place(Batch {
+        images: images.cast(),
         labels: labels.to_vec(),
-    };
+    });
     train_step(kind, &mut state, &mut optimizer, batch, &mut totals).expect("a finite step");
     let totals = totals.read();
     assert_eq!((totals.steps, totals.first_bad_step), (1, 0), "{kind}: one good step");
@@ -180,13 +181,15 @@ fn gpu_step_halts_after_a_non_finite_loss() {
     let gpu = Backend::Gpu(crate::gpu());
     let kind = ModelKind::ResNet;
     let mut state = ModelState::<f32>::init(kind, 0).map(|t| gpu.place(t.clone()));
-    let mut optimizer = TrainOptimizer::new(gpu, OptimizerConfig::for_model(kind, 10), &state.params);
+    let mut optimizer = TrainOptimizer::new(gpu, OptimizerConfig::for_model(kind, 10), &mut state.params);
     let mut totals = StepTotals::new(gpu);
+    // Four batches through the trainer's placer: its two pinned slots reused.
+    let mut placer = BatchPlacer::new(gpu);
     let mut step = |state: &mut ModelState<f32>, totals: &mut StepTotals, value: f32| {
-        let batch = Batch {
-            images: gpu.place(Tensor::full(&[2, 32, 32, 3], value)),
+        let batch = placer.place(Batch {
+            images: Tensor::full(&[2, 32, 32, 3], value),
             labels: vec![0, 1],
-        };
+        });
         train_step(kind, state, &mut optimizer, batch, totals).expect("no error on the GPU");
         (state.map(Tensor::to_host), optimizer.step_count())
     };
@@ -229,12 +232,14 @@ fn gpu_out_of_memory_is_an_error() {
     let kind = ModelKind::ResNet;
     let mut state = ModelState::<f32>::init(kind, 0).map(|t| backend.place(t.clone()));
     let before = state.map(Tensor::to_host);
-    let mut optimizer = TrainOptimizer::new(backend, OptimizerConfig::for_model(kind, 10), &state.params);
+    let mut optimizer = TrainOptimizer::new(backend, OptimizerConfig::for_model(kind, 10), &mut state.params);
     let mut totals = StepTotals::new(backend);
     let huge = 1 << 17;
-    let batch = |n: usize| Batch {
-        images: backend.place(Tensor::full(&[n, 32, 32, 3], 0.5)),
-        labels: (0..n as u32).map(|i| i % 10).collect(),
+    let batch = |n: usize| {
+        backend.place_batch(Batch {
+            images: Tensor::full(&[n, 32, 32, 3], 0.5),
+            labels: (0..n as u32).map(|i| i % 10).collect(),
+        })
     };
     let err = train_step(kind, &mut state, &mut optimizer, batch(huge), &mut totals)
         .unwrap_err()
