@@ -465,6 +465,16 @@ impl StepTotals {
         }
     }
 
+    /// The totals as of a recent step, for a progress display: on the host
+    /// the current ones; on the GPU those of an asynchronous copy, once one
+    /// has arrived ([`DeviceTotals::glance`]). Never waits.
+    pub fn glance(&mut self) -> Option<EpochTotals> {
+        match self {
+            StepTotals::Host(totals) => Some(*totals),
+            StepTotals::Gpu(gpu, totals) => totals.glance(gpu),
+        }
+    }
+
     /// The totals so far; on the GPU this waits for it.
     pub fn read(&self) -> EpochTotals {
         match self {

@@ -42,7 +42,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Everything `cifar-kern train` is told (its command-line flags).
 #[derive(Clone, Debug, clap::Args)]
@@ -292,7 +292,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         let started = Instant::now();
         let counts_before = counters::snapshot();
         let bar = progress_bar(config, steps_per_epoch, epoch);
-        let mut seen = 0;
+        let (mut seen, mut glanced, mut so_far) = (0, started, String::new());
         // Counted on the host: after a GPU failure the device cannot be asked.
         let stopped = |step_in_epoch: usize| {
             format!(
@@ -308,13 +308,17 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
             train_step(config.model, &mut state, &mut optimizer, batch, &mut totals).with_context(|| stopped(step))?;
             seen += config.batch_size;
             let rate = seen as f64 / started.elapsed().as_secs_f64();
-            // Loss and accuracy so far only where reading them costs no wait
-            // (the CPU): the GPU's totals are read once, at the epoch's end.
-            let so_far = totals.peek().map(|t| {
-                let (loss, acc) = (t.loss_sum / t.steps as f64, t.correct as f64 / seen as f64);
-                format!("loss {loss:.4} acc {acc:.3} ")
-            });
-            bar.set_message(format!("{}{rate:.0} img/s", so_far.unwrap_or_default()));
+            // Loss and accuracy so far, glanced at without waiting (on the GPU
+            // from a copy that arrives a little later) every 300 ms.
+            if glanced.elapsed() >= Duration::from_millis(300) || totals.peek().is_some() {
+                glanced = Instant::now();
+                if let Some(t) = totals.glance().filter(|t| t.steps > 0) {
+                    let loss = t.loss_sum / t.steps as f64;
+                    let acc = t.correct as f64 / (t.steps as usize * config.batch_size) as f64;
+                    so_far = format!("loss {loss:.4} acc {acc:.3} ");
+                }
+            }
+            bar.set_message(format!("{so_far}{rate:.0} img/s"));
             bar.inc(1);
         }
         bar.finish_and_clear();

@@ -8,9 +8,11 @@
 
 use super::launch::{element_ptr, Launch};
 use super::{launch_1d, DeviceBuffer, DeviceFloat, Gpu, GpuTensor};
+use crate::failure::OrFail;
 use crate::float::Float;
 use crate::layers::loss::{EpochTotals, FIRST_BAD_STEP_WORD, WORDS};
 use cudarc::driver::LaunchConfig;
+use cudarc::driver::{CudaEvent, PinnedHostSlice};
 
 /// The block size of the single-block reductions (`REDUCE_THREADS` in loss.cu).
 const REDUCE_THREADS: u32 = 256;
@@ -167,9 +169,15 @@ pub fn cross_entropy_backward<T: DeviceFloat>(
 }
 
 /// An epoch's [`EpochTotals`] in device memory, where every step adds to
-/// them without the host waiting; read once per epoch.
+/// them without the host waiting; read once per epoch, and glanced at by
+/// the progress display through an asynchronous copy that is only looked
+/// at once it has arrived.
 pub struct DeviceTotals {
     words: DeviceBuffer<u64>,
+    /// Where a glance's copy lands, page-locked so the copy is asynchronous.
+    glimpse: PinnedHostSlice<u64>,
+    /// Recorded after the glance's copy; None when no copy is on its way.
+    glimpse_sent: Option<CudaEvent>,
 }
 
 impl DeviceTotals {
@@ -177,6 +185,8 @@ impl DeviceTotals {
     pub fn new(gpu: &Gpu) -> Self {
         let mut totals = DeviceTotals {
             words: gpu.alloc_buffer(WORDS),
+            glimpse: gpu.alloc_pinned(WORDS),
+            glimpse_sent: None,
         };
         totals.reset(gpu);
         totals
@@ -185,6 +195,29 @@ impl DeviceTotals {
     /// Back to zero, for the next epoch (enqueued; no wait).
     pub fn reset(&mut self, gpu: &Gpu) {
         gpu.zero_buffer(&mut self.words);
+        // A glance still on its way shows the old epoch: forget it.
+        self.glimpse_sent = None;
+    }
+
+    /// The totals as of a recent step, without waiting: those of the copy
+    /// the previous glance sent, if it has arrived; each glance that finds
+    /// no copy on its way sends one.
+    pub fn glance(&mut self, gpu: &Gpu) -> Option<EpochTotals> {
+        match &self.glimpse_sent {
+            Some(sent) if sent.is_complete() => {
+                self.glimpse_sent = None;
+                // Complete: as_slice's own wait on the copy returns at once.
+                let words = self.glimpse.as_slice().or_fail(|| "reading the epoch totals".into());
+                Some(EpochTotals::from_words(
+                    words.try_into().expect("EpochTotals has WORDS words"),
+                ))
+            }
+            Some(_) => None,
+            None => {
+                self.glimpse_sent = Some(gpu.download_async(&self.words, &mut self.glimpse));
+                None
+            }
+        }
     }
 
     /// The totals so far. Waits for the GPU.

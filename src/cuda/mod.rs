@@ -42,7 +42,7 @@ use crate::failure::OrFail;
 use crate::float::Float;
 use crate::tensor::Tensor;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
     PinnedHostSlice,
 };
 use std::any::Any;
@@ -278,6 +278,18 @@ impl Gpu {
     pub fn upload_pinned<E: DeviceRepr>(&self, data: &PinnedHostSlice<E>) -> CudaSlice<E> {
         counters::add(Event::DeviceAllocation, 1);
         self.stream.clone_htod(data).or_fail(|| "uploading a batch".into())
+    }
+
+    /// Enqueues a copy of `b` into pinned host memory and returns an event
+    /// that completes when it has landed; the host does not wait.
+    pub fn download_async<T: DeviceRepr>(&self, b: &DeviceBuffer<T>, into: &mut PinnedHostSlice<T>) -> CudaEvent {
+        self.stream
+            .memcpy_dtoh(&b.data, into)
+            .or_fail(|| "copying a buffer to the host".into());
+        let event = self.stream.context().new_event(None);
+        let event = event.or_fail(|| "creating an event".into());
+        event.record(&self.stream).or_fail(|| "recording an event".into());
+        event
     }
 
     /// A host copy of a GPU tensor.
