@@ -49,6 +49,10 @@ impl RunDir {
     pub fn curves(&self) -> PathBuf {
         self.0.join("curves.png")
     }
+    /// What `train` locks while it runs (it writes its process id there).
+    pub fn lock_file(&self) -> PathBuf {
+        self.0.join(".train.lock")
+    }
 }
 
 /// One line of `metrics.jsonl`: what an epoch of training logged.

@@ -147,7 +147,7 @@ impl RunDir {
     /// ends in any way (SIGKILL included), so it never goes stale.
     fn lock(&self) -> Result<File> {
         fs::create_dir_all(self.path()).with_context(|| format!("cannot create {}", self.path().display()))?;
-        let path = self.path().join(".train.lock");
+        let path = self.lock_file();
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -6,19 +6,22 @@
 mod cli_util;
 
 use cifar_kern::data::cifar::{TEST_FILE, TRAIN_FILES};
+use cifar_kern::models::ModelKind;
+use cifar_kern::runs::RunDir;
 use cli_util::{run, stderr, synthetic_data, train_args};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::Duration;
 
-/// Every file below `dir` with its bytes, except `.train.lock`, which each
-/// start rewrites with its process id.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files: Vec<_> = fs::read_dir(dir)
+/// Every file of a ResNet run in `out_dir` with its bytes, except the lock
+/// file, which each start rewrites with its process id.
+fn snapshot(out_dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let run = RunDir::new(out_dir, ModelKind::ResNet);
+    let mut files: Vec<_> = fs::read_dir(run.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file() && !p.ends_with(".train.lock"))
+        .filter(|p| p.is_file() && *p != run.lock_file())
         .map(|p| (p.clone(), fs::read(&p).unwrap()))
         .collect();
     files.sort();
@@ -84,7 +87,7 @@ fn resume_with_other_flags_is_refused() {
     args.extend(["--resume".into(), "--retrain".into()]);
     assert!(stderr(&run(&args)).contains("pass only one of them"));
     fs::remove_file(out_dir.path().join("ResNet/results.json")).unwrap();
-    let before = snapshot(&out_dir.path().join("ResNet"));
+    let before = snapshot(out_dir.path());
     args.pop();
     let out = run(&args);
     assert!(!out.status.success());
@@ -93,7 +96,7 @@ fn resume_with_other_flags_is_refused() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(before, snapshot(&out_dir.path().join("ResNet")));
+    assert_eq!(before, snapshot(out_dir.path()));
 }
 
 #[test]

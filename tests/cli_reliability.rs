@@ -12,6 +12,8 @@ mod cli_util;
 
 use cifar_kern::checkpoint;
 use cifar_kern::kill_point::{KILL_AT_VAR, KILL_LOG_VAR};
+use cifar_kern::models::ModelKind;
+use cifar_kern::runs::RunDir;
 use cli_util::{cifar_kern, path_str, run, stderr, synthetic_data};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -254,7 +256,7 @@ fn a_failed_checkpoint_write_keeps_the_last_checkpoint() {
 #[test]
 fn a_second_train_into_a_folder_in_use_refuses_at_once() {
     let out_dir = tempfile::tempdir().unwrap();
-    let lock = out_dir.path().join("ResNet/.train.lock");
+    let lock = RunDir::new(out_dir.path(), ModelKind::ResNet).lock_file();
     // A run long enough to be still going while the second one starts.
     let mut first = cifar_kern()
         .args(short_run(out_dir.path(), "50"))
