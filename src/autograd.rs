@@ -23,6 +23,7 @@ use crate::tensor::Tensor;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// A value in a computation: its tensor, and its node on the tape if a
 /// gradient flows to it.
@@ -50,6 +51,10 @@ impl<T: Float> Var<T> {
         self.id.is_some()
     }
 }
+
+/// Each parameter's gradient slot, by name: views of the GPU's flat
+/// gradient buffer, built once and shared by every step's tape.
+pub type GradSlots<T> = BTreeMap<String, Tensor<T>>;
 
 /// What a backward closure is asked for one input.
 pub enum Want<T> {
@@ -92,7 +97,7 @@ pub struct Tape<T> {
     nodes: RefCell<Vec<Node<T>>>,
     names: RefCell<Vec<(String, usize)>>,
     /// Gradient slots by parameter name ([`Tape::with_grad_slots`]).
-    grad_slots: BTreeMap<String, Tensor<T>>,
+    grad_slots: Arc<GradSlots<T>>,
 }
 
 /// Gradients from one backward pass.
@@ -122,14 +127,14 @@ impl<T: Float> Tape<T> {
             recording: true,
             nodes: RefCell::default(),
             names: RefCell::default(),
-            grad_slots: BTreeMap::new(),
+            grad_slots: Arc::default(),
         }
     }
 
     /// A recording tape that writes the gradient of each parameter named in
     /// `slots` into its slot (a view of the GPU's flat gradient buffer),
     /// where the op's backward computes it, so no gradient is copied.
-    pub fn with_grad_slots(slots: BTreeMap<String, Tensor<T>>) -> Self {
+    pub fn with_grad_slots(slots: Arc<GradSlots<T>>) -> Self {
         Tape {
             grad_slots: slots,
             ..Self::new()

@@ -49,10 +49,6 @@ impl Backend {
         Self::of(inputs[0])
     }
 
-    pub fn is_gpu(self) -> bool {
-        matches!(self, Backend::Gpu(_))
-    }
-
     /// `t` on this backend: uploaded if it is on the host and this is the GPU.
     pub fn place<T: Float>(self, t: Tensor<T>) -> Tensor<T> {
         match self {

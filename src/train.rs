@@ -14,7 +14,7 @@
 //! - `metrics.jsonl` (one line per epoch) and a TensorBoard event file;
 //!   `curves.png`, drawn from the metrics when the run finishes.
 
-use crate::autograd::{Tape, Var};
+use crate::autograd::{GradSlots, Tape, Var};
 use crate::backend::{Backend, BatchPlacer, Halt, PlacedBatch, StepTotals};
 use crate::checkpoint::{self, CheckpointMetadata, NamedTensors};
 use crate::counters::{self, Event};
@@ -434,7 +434,7 @@ impl TrainOptimizer {
 
     /// Where backward writes each parameter's gradient: its slot of the
     /// flat gradient buffer on the GPU; None on the CPU.
-    pub fn grad_slots(&self) -> Option<BTreeMap<String, Tensor<f32>>> {
+    pub fn grad_slots(&self) -> Option<Arc<GradSlots<f32>>> {
         match self {
             TrainOptimizer::Host(_) => None,
             TrainOptimizer::Gpu(_, _, flat) => Some(flat.grad_slots()),
@@ -513,7 +513,42 @@ pub fn train_step(
     totals: &mut StepTotals,
 ) -> Result<()> {
     let batch_size = batch.images.shape()[0];
-    failure::catch(|| step(model, state, optimizer, batch, totals)).map_err(|e| gpu_failed(e, batch_size))?
+    // A GPU failure anywhere below unwinds to here (`crate::failure`).
+    let step = || -> Result<()> {
+        // On the GPU backward writes every gradient into its slot of the
+        // optimiser's flat gradient buffer.
+        let tape = optimizer.grad_slots().map_or_else(Tape::new, Tape::with_grad_slots);
+        let mut ctx = Ctx::new(&tape, state, true);
+        let PlacedBatch { images, labels } = batch;
+        let logits = model.forward(&mut ctx, &Var::constant(images));
+        let running = ctx.into_running_update();
+        let loss = tape.cross_entropy(&logits, &labels);
+        totals.record(logits.value(), &labels, loss.value());
+        if let Some(bad) = totals.peek().as_ref().and_then(EpochTotals::bad_loss) {
+            bail!(bad_loss(bad));
+        }
+        let all_grads = tape.backward(&loss);
+        kill_point::reached(Phase::Step);
+        let grads: BTreeMap<String, _> = state
+            .params
+            .keys()
+            .map(|name| {
+                (
+                    name.clone(),
+                    all_grads.get(name).expect("every parameter gets a gradient").clone(),
+                )
+            })
+            .collect();
+        // Everything of the forward goes before the update: whatever still
+        // shared a parameter would make the optimiser's in-place update copy it
+        // (backward has consumed the closures that held them; this makes sure).
+        drop((logits, loss, tape));
+        let halt = totals.halt();
+        optimizer.step(&mut state.params, &grads, halt);
+        state.update_running(running, halt);
+        Ok(())
+    };
+    failure::catch(step).map_err(|e| gpu_failed(e, batch_size))?
 }
 
 /// The error of a GPU failure in a training step.
@@ -526,48 +561,6 @@ fn gpu_failed(error: GpuError, batch_size: usize) -> anyhow::Error {
     } else {
         anyhow!(error)
     }
-}
-
-/// [`train_step`] with GPU failures unwinding out of it.
-fn step(
-    model: ModelKind,
-    state: &mut ModelState<f32>,
-    optimizer: &mut TrainOptimizer,
-    batch: PlacedBatch,
-    totals: &mut StepTotals,
-) -> Result<()> {
-    // On the GPU backward writes every gradient into its slot of the
-    // optimiser's flat gradient buffer.
-    let tape = optimizer.grad_slots().map_or_else(Tape::new, Tape::with_grad_slots);
-    let mut ctx = Ctx::new(&tape, state, true);
-    let PlacedBatch { images, labels } = batch;
-    let logits = model.forward(&mut ctx, &Var::constant(images));
-    let running = ctx.into_running_update();
-    let loss = tape.cross_entropy(&logits, &labels);
-    totals.record(logits.value(), &labels, loss.value());
-    if let Some(bad) = totals.peek().as_ref().and_then(EpochTotals::bad_loss) {
-        bail!(bad_loss(bad));
-    }
-    let all_grads = tape.backward(&loss);
-    kill_point::reached(Phase::Step);
-    let grads: BTreeMap<String, _> = state
-        .params
-        .keys()
-        .map(|name| {
-            (
-                name.clone(),
-                all_grads.get(name).expect("every parameter gets a gradient").clone(),
-            )
-        })
-        .collect();
-    // Everything of the forward goes before the update: whatever still
-    // shared a parameter would make the optimiser's in-place update copy it
-    // (backward has consumed the closures that held them; this makes sure).
-    drop((logits, loss, tape));
-    let halt = totals.halt();
-    optimizer.step(&mut state.params, &grads, halt);
-    state.update_running(running, halt);
-    Ok(())
 }
 
 /// The error of a non-finite loss.

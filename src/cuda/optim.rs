@@ -21,6 +21,7 @@ use crate::tensor::Tensor;
 use cudarc::driver::LaunchConfig;
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Schedule boundaries one launch can carry (`MAX_BOUNDARIES` in optim.cu).
 const MAX_BOUNDARIES: usize = 8;
@@ -234,6 +235,8 @@ pub struct FlatParams<T> {
     layout: FlatLayout,
     params: GpuTensor<T>,
     grads: GpuTensor<T>,
+    /// Every parameter's slot of `grads`, by name.
+    grad_slots: Arc<BTreeMap<String, Tensor<T>>>,
 }
 
 impl<T: DeviceFloat> FlatParams<T> {
@@ -248,8 +251,13 @@ impl<T: DeviceFloat> FlatParams<T> {
             gpu.copy(&params[name], &view);
             params.insert(name.to_string(), view);
         }
+        let grads = gpu.alloc::<T>(&[layout.len()]);
+        let slots = layout
+            .entries()
+            .map(|(name, shape, range)| (name.to_string(), grads.view(range.start, shape)));
         FlatParams {
-            grads: gpu.alloc::<T>(&[layout.len()]),
+            grad_slots: Arc::new(slots.collect()),
+            grads,
             params: flat,
             layout,
         }
@@ -265,11 +273,8 @@ impl<T: DeviceFloat> FlatParams<T> {
     }
 
     /// Every parameter's slot of the flat gradient buffer, by name.
-    pub fn grad_slots(&self) -> BTreeMap<String, Tensor<T>> {
-        let slots = self.layout.entries();
-        slots
-            .map(|(name, shape, range)| (name.to_string(), self.grads.view(range.start, shape)))
-            .collect()
+    pub fn grad_slots(&self) -> Arc<BTreeMap<String, Tensor<T>>> {
+        Arc::clone(&self.grad_slots)
     }
 
     /// Whether every one of `params` is still a view of the flat buffer
