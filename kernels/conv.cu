@@ -32,43 +32,7 @@
 // rows, adding a block's lanes in lane order, in double like the CPU op.
 // No atomics anywhere.
 
-#include "common.cuh"
-
-// The geometry of one convolution; pad_h/pad_w are the padding before (the
-// padding after is implied by oh/ow).
-struct ConvShape {
-    int n, h, w, c;
-    int oh, ow, o;
-    int kh, kw;
-    int stride_h, stride_w;
-    int pad_h, pad_w;
-};
-
-template <typename T>
-struct ForwardParams {
-    gptr<const T> x;
-    gptr<const T> w;
-    gptr<const T> bias;  // null: no bias
-    gptr<T> y;
-    ConvShape s;
-};
-
-template <typename T>
-struct BackwardDataParams {
-    gptr<const T> dy;
-    gptr<const T> w;
-    gptr<T> dx;
-    ConvShape s;
-};
-
-template <typename T>
-struct WeightPartialParams {
-    gptr<const T> dy;
-    gptr<const T> x;
-    gptr<T> partials;  // [chunks, K, O]; chunk z covers rows [z, z + 1) * chunk_rows of M
-    int chunk_rows;
-    ConvShape s;
-};
+#include "conv_params.cuh"
 
 template <typename T>
 struct BiasPartialParams {

@@ -18,7 +18,7 @@
 
 use crate::backend::{self, Backend, Labels};
 use crate::float::Float;
-use crate::layers::{batchnorm::BatchStats, Window};
+use crate::layers::{batchnorm::BatchStats, Math, Window};
 use crate::tensor::Tensor;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -98,6 +98,8 @@ pub struct Tape<T> {
     names: RefCell<Vec<(String, usize)>>,
     /// Gradient slots by parameter name ([`Tape::with_grad_slots`]).
     grad_slots: Arc<GradSlots<T>>,
+    /// How convolutions multiply on the GPU ([`Tape::with_math`]).
+    math: Math,
 }
 
 /// Gradients from one backward pass.
@@ -128,7 +130,14 @@ impl<T: Float> Tape<T> {
             nodes: RefCell::default(),
             names: RefCell::default(),
             grad_slots: Arc::default(),
+            math: Math::Fp32,
         }
+    }
+
+    /// This tape with its convolutions (forward and backward) computed in
+    /// `math` where they run on the GPU.
+    pub fn with_math(self, math: Math) -> Self {
+        Tape { math, ..self }
     }
 
     /// A recording tape that writes the gradient of each parameter named in
@@ -281,7 +290,8 @@ impl<T: Float> Tape<T> {
     // ----- ops -----
 
     pub fn conv2d(&self, x: &Var<T>, w: &Var<T>, b: Option<&Var<T>>, win: Window) -> Var<T> {
-        let y = backend::conv_forward(&x.value, &w.value, b.map(|b| &*b.value), &win);
+        let math = self.math;
+        let y = backend::conv_forward(&x.value, &w.value, b.map(|b| &*b.value), &win, math);
         let (xv, wv) = (x.value.clone(), w.value.clone());
         let mut inputs = vec![x, w];
         inputs.extend(b);
@@ -289,10 +299,10 @@ impl<T: Float> Tape<T> {
             let mut g = vec![
                 wanted[0]
                     .any()
-                    .then(|| backend::conv_backward_data(dy, xv.shape(), &wv, &win)),
+                    .then(|| backend::conv_backward_data(dy, xv.shape(), &wv, &win, math)),
                 wanted[1]
                     .any()
-                    .then(|| backend::conv_backward_weight(dy, &xv, wv.shape(), &win, wanted[1].slot())),
+                    .then(|| backend::conv_backward_weight(dy, &xv, wv.shape(), &win, math, wanted[1].slot())),
             ];
             if wanted.len() == 3 {
                 g.push(

@@ -17,7 +17,7 @@
 use crate::cuda::{self, loss::DeviceTotals, pool::GpuArgmax, staging::BatchStaging, DeviceBuffer, Gpu};
 use crate::data::Batch;
 use crate::float::Float;
-use crate::layers::{batchnorm::BatchStats, loss::EpochTotals, Window};
+use crate::layers::{batchnorm::BatchStats, loss::EpochTotals, Math, Window};
 use crate::ops;
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -139,19 +139,33 @@ pub enum Argmax {
     Gpu(GpuArgmax),
 }
 
-pub fn conv_forward<T: Float>(x: &Tensor<T>, w: &Tensor<T>, b: Option<&Tensor<T>>, win: &Window) -> Tensor<T> {
+/// The convolution in `math` where it runs on the GPU (the CPU always
+/// computes exactly).
+pub fn conv_forward<T: Float>(
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    b: Option<&Tensor<T>>,
+    win: &Window,
+    math: Math,
+) -> Tensor<T> {
     let mut inputs = vec![x, w];
     inputs.extend(b);
     match Backend::of_all("conv", &inputs) {
         Backend::Cpu => ops::conv::forward(x, w, b, win),
-        Backend::Gpu(gpu) => cuda::conv::forward(gpu, x, w, b, win),
+        Backend::Gpu(gpu) => cuda::conv::forward(gpu, x, w, b, win, math),
     }
 }
 
-pub fn conv_backward_data<T: Float>(dy: &Tensor<T>, x_shape: &[usize], w: &Tensor<T>, win: &Window) -> Tensor<T> {
+pub fn conv_backward_data<T: Float>(
+    dy: &Tensor<T>,
+    x_shape: &[usize],
+    w: &Tensor<T>,
+    win: &Window,
+    math: Math,
+) -> Tensor<T> {
     match Backend::of_all("conv backward_data", &[dy, w]) {
         Backend::Cpu => ops::conv::backward_data(dy, x_shape, w, win),
-        Backend::Gpu(gpu) => cuda::conv::backward_data(gpu, dy, x_shape, w, win),
+        Backend::Gpu(gpu) => cuda::conv::backward_data(gpu, dy, x_shape, w, win, math),
     }
 }
 
@@ -162,13 +176,14 @@ pub fn conv_backward_weight<T: Float>(
     x: &Tensor<T>,
     w_shape: &[usize],
     win: &Window,
+    math: Math,
     slot: Option<&Tensor<T>>,
 ) -> Tensor<T> {
     match (Backend::of_all("conv backward_weight", &[dy, x]), slot) {
         (Backend::Cpu, None) => ops::conv::backward_weight(dy, x, w_shape, win),
-        (Backend::Gpu(gpu), None) => cuda::conv::backward_weight(gpu, dy, x, w_shape, win),
+        (Backend::Gpu(gpu), None) => cuda::conv::backward_weight(gpu, dy, x, w_shape, win, math),
         (Backend::Gpu(gpu), Some(dw)) => {
-            cuda::conv::backward_weight_into(gpu, dy, x, dw, win);
+            cuda::conv::backward_weight_into(gpu, dy, x, dw, win, math);
             dw.clone()
         }
         (Backend::Cpu, Some(_)) => panic!("{CPU_SLOT}"),

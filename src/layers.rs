@@ -4,6 +4,46 @@
 //! build on this module, so `cuda/` never imports the CPU reference (issue
 //! 10; `tests/imports.rs` checks it). It imports nothing above [`Tensor`](crate::tensor::Tensor).
 
+/// How the GPU multiplies in a convolution. `Fp32` is exact fp32 on the
+/// CUDA cores (the CPU's arithmetic, up to summation order); `Tf32` rounds
+/// both operands to TF32 (10 mantissa bits) and multiplies on the tensor
+/// cores, accumulating in fp32, as PyTorch's and JAX's default "fp32" does.
+/// Weights, optimiser state and batch-norm statistics stay fp32 either way;
+/// f64 tensors and the CPU always compute exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Math {
+    #[default]
+    Fp32,
+    Tf32,
+}
+
+impl Math {
+    pub const ALL: [Math; 2] = [Math::Tf32, Math::Fp32];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Math::Fp32 => "fp32",
+            Math::Tf32 => "tf32",
+        }
+    }
+}
+
+impl std::fmt::Display for Math {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Math {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Math::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown math mode {s:?}: expected tf32 or fp32"))
+    }
+}
+
 /// A sliding window over H and W: a conv kernel or a pooling window.
 /// Padding is explicit per side (`pad_lo` before, `pad_hi` after).
 #[repr(C)]

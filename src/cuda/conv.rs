@@ -1,9 +1,14 @@
-//! Launchers for `kernels/conv.cu`: 2-D convolution forward and its three
-//! gradients, with the signatures of `ops::conv` (NHWC activations, HWIO
-//! kernels, any [`Window`]), each returning a fresh tensor.
+//! Launchers for `kernels/conv.cu` (CUDA cores, exact fp32 and f64) and
+//! `kernels/conv_tc.cu` (tensor cores, TF32): 2-D convolution forward and its
+//! three gradients, with the signatures of `ops::conv` (NHWC activations,
+//! HWIO kernels, any [`Window`]) plus the [`Math`] to compute in.
 //!
-//! The forward and the data gradient are one implicit-GEMM launch each, a
-//! 64 x 64 result tile per block. The weight and bias gradients reduce over
+//! [`Math::Fp32`] (and every f64 conv) runs conv.cu: the forward and the
+//! data gradient are one implicit-GEMM launch each, a 64 x 64 result tile
+//! per block. [`Math::Tf32`] on f32 runs conv_tc.cu with the [`Variant`]
+//! (tile, weight-gradient chunks) that [`super::conv_tiles`] picks for the
+//! shape and card; the data gradient of a strided conv is one launch with a
+//! GEMM per output phase. The weight and bias gradients reduce over
 //! every output pixel in two deterministic levels: fixed chunks of rows write
 //! partials to a workspace (of [`weight_workspace_len`] or
 //! [`bias_workspace_len`] elements), then a second kernel adds them in chunk
@@ -11,10 +16,11 @@
 //! device, so a result has the same bits on every card. Kernel indices are
 //! 32-bit: every tensor and workspace is checked to fit.
 
+use super::conv_tiles::{chunk_rows, Direction, Variant};
 use super::launch::Launch;
 use super::{launch_1d, DeviceFloat, Gpu, GpuTensor};
 use crate::float::Float;
-use crate::layers::Window;
+use crate::layers::{Math, Window};
 use cudarc::driver::LaunchConfig;
 
 /// `GEMM_TILE`, `GEMM_BK` and `GEMM_THREADS` in conv.cu.
@@ -222,6 +228,100 @@ fn total_launch<T: Float>(name: &str, partials: u64, out: u64, count: usize, chu
     Launch::new::<T, _>("conv", name, launch_1d(count), params)
 }
 
+/// Which kernels compute one convolution on the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// conv.cu on the CUDA cores: exact fp32 (or f64).
+    Simt,
+    /// conv_tc.cu on the tensor cores (TF32, f32 only).
+    TensorCore(Variant),
+}
+
+/// The kernel `math` asks for, for direction `dir` of `s` on `gpu`: the
+/// tensor cores for f32 in TF32, else the CUDA cores.
+pub fn kernel_for<T: Float>(gpu: &Gpu, math: Math, dir: Direction, s: &ConvShape) -> ConvKernel {
+    match math {
+        Math::Tf32 if T::NAME == "f32" => ConvKernel::TensorCore(gpu.conv_variant(dir, s)),
+        _ => ConvKernel::Simt,
+    }
+}
+
+/// `THREADS` in conv_tc.cu.
+const TC_THREADS: u32 = 128;
+
+/// 16-byte copies (`_v4` kernels) need every operand 16-byte aligned and
+/// the channel counts they run along multiples of 4.
+fn vec_width(channels_ok: bool, ptrs: &[u64]) -> usize {
+    if channels_ok && ptrs.iter().all(|p| p % 16 == 0) {
+        4
+    } else {
+        1
+    }
+}
+
+fn tc_launch(direction: &str, v: &Variant, vec: usize, grid: (usize, usize, usize), params: impl crate::cuda::launch::ParamLayout + 'static) -> Launch {
+    let dim = |n: usize| u32::try_from(n).expect("grid too large");
+    let cfg = LaunchConfig {
+        grid_dim: (dim(grid.0), dim(grid.1), dim(grid.2)),
+        block_dim: (TC_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let name = format!("conv_tc_{direction}_{}_v{vec}", v.tile);
+    Launch::new::<f32, _>("conv_tc", &name, cfg, params)
+}
+
+/// [`forward_plan`] on the tensor cores in variant `v` (f32 tensors).
+pub fn tc_forward_plan(x: u64, w: u64, bias: u64, y: u64, s: &ConvShape, v: &Variant) -> Vec<Launch> {
+    let vec = vec_width(s.c % 4 == 0 && s.o % 4 == 0, &[x, w]);
+    let (rows, cols, _) = Direction::Forward.gemm(s);
+    let grid = (rows.div_ceil(v.tile.rows), cols.div_ceil(v.tile.cols), 1);
+    vec![tc_launch("forward", v, vec, grid, ForwardParams { x, w, bias, y, s: *s })]
+}
+
+/// [`backward_data_plan`] on the tensor cores in variant `v`: one GEMM per
+/// output phase (blockIdx.z), the grid sized for the largest.
+pub fn tc_backward_data_plan(dy: u64, w: u64, dx: u64, s: &ConvShape, v: &Variant) -> Vec<Launch> {
+    let vec = vec_width(s.o % 4 == 0, &[dy, w]);
+    let (rows, cols, _) = Direction::BackwardData.gemm(s);
+    let phases = (s.stride_h * s.stride_w) as usize;
+    let grid = (rows.div_ceil(v.tile.rows), cols.div_ceil(v.tile.cols), phases);
+    vec![tc_launch("backward_data", v, vec, grid, BackwardDataParams { dy, w, dx, s: *s })]
+}
+
+/// `(chunk_rows, chunks)` of the tensor-core weight gradient of `s` in `v`.
+fn tc_weight_chunks(s: &ConvShape, v: &Variant) -> (usize, usize) {
+    let rows = s.out_rows();
+    let chunk = chunk_rows(rows, v.splits);
+    let chunks = rows.div_ceil(chunk).max(1);
+    index(chunks * s.k() * s.o as usize, "the weight-gradient workspace");
+    (chunk, chunks)
+}
+
+/// Elements of f32 in [`tc_backward_weight_plan`]'s `partials` workspace.
+pub fn tc_weight_workspace_len(s: &ConvShape, v: &Variant) -> usize {
+    tc_weight_chunks(s, v).1 * s.k() * s.o as usize
+}
+
+/// [`backward_weight_plan`] on the tensor cores in variant `v`: `v.splits`
+/// chunks of rows write partials, conv.cu's total kernel adds them.
+pub fn tc_backward_weight_plan(dy: u64, x: u64, partials: u64, dw: u64, s: &ConvShape, v: &Variant) -> Vec<Launch> {
+    let vec = vec_width(s.c % 4 == 0 && s.o % 4 == 0, &[dy, x]);
+    let (k, o) = (s.k(), s.o as usize);
+    let (chunk_rows, chunks) = tc_weight_chunks(s, v);
+    let grid = (k.div_ceil(v.tile.rows), o.div_ceil(v.tile.cols), chunks);
+    let params = WeightPartialParams {
+        dy,
+        x,
+        partials,
+        chunk_rows: chunk_rows as i32,
+        s: *s,
+    };
+    vec![
+        tc_launch("weight_partial", v, vec, grid, params),
+        total_launch::<f32>("conv_weight_total", partials, dw, k * o, chunks),
+    ]
+}
+
 /// `y = conv(x, w) + bias`, all of T: `x` holds the `[n, h, w, c]` elements
 /// of `s`, `w` `[kh, kw, c, o]`, `bias` `o` (0: no bias), `y` the
 /// [`ConvShape::y_shape`].
@@ -287,53 +387,96 @@ pub fn backward_bias_plan<T: Float>(dy: u64, partials: u64, db: u64, rows: usize
     ]
 }
 
-/// `y = conv(x, w) + b`, shape `[n, oh, ow, o]`.
+/// `y = conv(x, w) + b` in `math`, shape `[n, oh, ow, o]`.
 pub fn forward<T: DeviceFloat>(
     gpu: &Gpu,
     x: &GpuTensor<T>,
     w: &GpuTensor<T>,
     b: Option<&GpuTensor<T>>,
     win: &Window,
+    math: Math,
+) -> GpuTensor<T> {
+    let s = ConvShape::new(x.shape(), w.shape(), win);
+    forward_with(gpu, x, w, b, win, kernel_for::<T>(gpu, math, Direction::Forward, &s))
+}
+
+/// [`forward`] by the given kernel (tests and benches force variants).
+pub fn forward_with<T: DeviceFloat>(
+    gpu: &Gpu,
+    x: &GpuTensor<T>,
+    w: &GpuTensor<T>,
+    b: Option<&GpuTensor<T>>,
+    win: &Window,
+    kernel: ConvKernel,
 ) -> GpuTensor<T> {
     let s = ConvShape::new(x.shape(), w.shape(), win);
     if let Some(b) = b {
         assert_eq!(b.shape(), [s.o as usize], "conv bias must have shape [{}]", s.o);
     }
     let y = gpu.alloc::<T>(&s.y_shape());
-    let bias = b.map_or(0, |b| gpu.ptr(b));
-    let plan = forward_plan::<T>(gpu.ptr(x), gpu.ptr(w), bias, gpu.ptr(&y), &s);
+    let (x, w, bias, yp) = (gpu.ptr(x), gpu.ptr(w), b.map_or(0, |b| gpu.ptr(b)), gpu.ptr(&y));
+    let plan = match kernel {
+        ConvKernel::Simt => forward_plan::<T>(x, w, bias, yp, &s),
+        ConvKernel::TensorCore(v) => tc_forward_plan(x, w, bias, yp, &s, &f32_only::<T>(v)),
+    };
     // SAFETY: x, w, b and y have the shapes ConvShape::new checked.
     unsafe { gpu.run(&plan) };
     y
 }
 
-/// dL/dx given dL/dy.
+/// The tensor cores take f32 only: TF32 rounds fp32 operands.
+fn f32_only<T: Float>(v: Variant) -> Variant {
+    assert_eq!(T::NAME, "f32", "the tensor-core conv kernels take f32 tensors");
+    v
+}
+
+/// dL/dx given dL/dy, in `math`.
 pub fn backward_data<T: DeviceFloat>(
     gpu: &Gpu,
     dy: &GpuTensor<T>,
     x_shape: &[usize],
     w: &GpuTensor<T>,
     win: &Window,
+    math: Math,
+) -> GpuTensor<T> {
+    let s = ConvShape::new(x_shape, w.shape(), win);
+    let kernel = kernel_for::<T>(gpu, math, Direction::BackwardData, &s);
+    backward_data_with(gpu, dy, x_shape, w, win, kernel)
+}
+
+/// [`backward_data`] by the given kernel.
+pub fn backward_data_with<T: DeviceFloat>(
+    gpu: &Gpu,
+    dy: &GpuTensor<T>,
+    x_shape: &[usize],
+    w: &GpuTensor<T>,
+    win: &Window,
+    kernel: ConvKernel,
 ) -> GpuTensor<T> {
     let s = ConvShape::new(x_shape, w.shape(), win);
     assert_eq!(dy.shape(), s.y_shape(), "conv backward_data: dy shape");
     let dx = gpu.alloc::<T>(x_shape);
-    let plan = backward_data_plan::<T>(gpu.ptr(dy), gpu.ptr(w), gpu.ptr(&dx), &s);
+    let (dyp, wp, dxp) = (gpu.ptr(dy), gpu.ptr(w), gpu.ptr(&dx));
+    let plan = match kernel {
+        ConvKernel::Simt => backward_data_plan::<T>(dyp, wp, dxp, &s),
+        ConvKernel::TensorCore(v) => tc_backward_data_plan(dyp, wp, dxp, &s, &f32_only::<T>(v)),
+    };
     // SAFETY: dy, w and dx have the shapes checked above.
     unsafe { gpu.run(&plan) };
     dx
 }
 
-/// dL/dw (HWIO) given dL/dy.
+/// dL/dw (HWIO) given dL/dy, in `math`.
 pub fn backward_weight<T: DeviceFloat>(
     gpu: &Gpu,
     dy: &GpuTensor<T>,
     x: &GpuTensor<T>,
     w_shape: &[usize],
     win: &Window,
+    math: Math,
 ) -> GpuTensor<T> {
     let dw = gpu.alloc::<T>(w_shape);
-    backward_weight_into(gpu, dy, x, &dw, win);
+    backward_weight_into(gpu, dy, x, &dw, win, math);
     dw
 }
 
@@ -346,14 +489,42 @@ pub fn backward_weight_into<T: DeviceFloat>(
     x: &GpuTensor<T>,
     dw: &GpuTensor<T>,
     win: &Window,
+    math: Math,
+) {
+    let s = ConvShape::new(x.shape(), dw.shape(), win);
+    let kernel = kernel_for::<T>(gpu, math, Direction::BackwardWeight, &s);
+    backward_weight_with(gpu, dy, x, dw, win, kernel);
+}
+
+/// [`backward_weight_into`] by the given kernel.
+pub fn backward_weight_with<T: DeviceFloat>(
+    gpu: &Gpu,
+    dy: &GpuTensor<T>,
+    x: &GpuTensor<T>,
+    dw: &GpuTensor<T>,
+    win: &Window,
+    kernel: ConvKernel,
 ) {
     let s = ConvShape::new(x.shape(), dw.shape(), win);
     assert_eq!(dy.shape(), s.y_shape(), "conv backward_weight: dy shape");
-    let partials = gpu.alloc::<T>(&[weight_workspace_len(&s)]);
-    let plan = backward_weight_plan::<T>(gpu.ptr(dy), gpu.ptr(x), gpu.ptr(&partials), gpu.ptr(dw), &s);
+    let (dyp, xp, dwp) = (gpu.ptr(dy), gpu.ptr(x), gpu.ptr(dw));
+    let (partials, plan) = match kernel {
+        ConvKernel::Simt => {
+            let partials = gpu.alloc::<T>(&[weight_workspace_len(&s)]);
+            let plan = backward_weight_plan::<T>(dyp, xp, gpu.ptr(&partials), dwp, &s);
+            (partials, plan)
+        }
+        ConvKernel::TensorCore(v) => {
+            let v = f32_only::<T>(v);
+            let partials = gpu.alloc::<T>(&[tc_weight_workspace_len(&s, &v)]);
+            let plan = tc_backward_weight_plan(dyp, xp, gpu.ptr(&partials), dwp, &s, &v);
+            (partials, plan)
+        }
+    };
     // SAFETY: dy, x and dw have the shapes checked above; partials has the
     // workspace's length.
     unsafe { gpu.run(&plan) };
+    drop(partials);
 }
 
 /// dL/db given dL/dy: the sum over batch and pixels, accumulated in f64.

@@ -30,6 +30,7 @@ pub mod augment;
 pub mod batchnorm;
 pub mod concat;
 pub mod conv;
+pub mod conv_tiles;
 pub mod dense;
 pub mod elementwise;
 pub mod launch;
@@ -137,6 +138,12 @@ pub struct Gpu {
     /// 1 as a scalar of f32 and of f64, uploaded once: the seed of every
     /// backward from a loss, so no step uploads it.
     ones: (Tensor<f32>, Tensor<f64>),
+    /// Compute capability as 10 x major + minor (90 for H100 and H200).
+    arch: u32,
+    sm_count: usize,
+    /// The tensor-core conv variants: the committed table, else the
+    /// heuristic for this card.
+    conv_tiles: conv_tiles::TileTable,
 }
 
 /// When `1`, a `gpu_*` test on a machine without a usable GPU fails instead
@@ -196,12 +203,35 @@ impl Gpu {
             kernels.insert(module_name, functions);
         }
         let ones = (upload_one(&stream)?, upload_one(&stream)?);
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| format!("GPU 0 does not tell its compute capability: {e}"))?;
+        let sm_count = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| format!("GPU 0 does not tell its SM count: {e}"))?;
         Ok(Gpu {
             stream,
             kernels,
             poison,
             ones,
+            arch: (major * 10 + minor) as u32,
+            sm_count: sm_count as usize,
+            conv_tiles: conv_tiles::TileTable::committed(),
         })
+    }
+
+    /// Compute capability as 10 x major + minor (the conv tile table's key).
+    pub fn arch(&self) -> u32 {
+        self.arch
+    }
+
+    pub fn sm_count(&self) -> usize {
+        self.sm_count
+    }
+
+    /// The tensor-core variant for direction `dir` of conv `s` on this card.
+    pub fn conv_variant(&self, dir: conv_tiles::Direction, s: &conv::ConvShape) -> conv_tiles::Variant {
+        self.conv_tiles.choose(self.arch, self.sm_count, dir, s)
     }
 
     /// Runs planned launches in order on the GPU's stream.

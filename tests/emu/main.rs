@@ -21,6 +21,7 @@ mod augment;
 mod batchnorm;
 mod concat;
 mod conv;
+mod conv_tc;
 mod dense;
 mod elementwise;
 mod loss;
@@ -28,6 +29,7 @@ mod optim;
 mod pool;
 mod reduce;
 mod tensor_core;
+mod tf32;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -39,6 +41,7 @@ fn main() {
         batchnorm::trials,
         concat::trials,
         conv::trials,
+        conv_tc::trials,
         dense::trials,
         elementwise::trials,
         loss::trials,

@@ -7,6 +7,7 @@
 use crate::harness::needing;
 use cifar_kern::cuda::{conv, DeviceFloat, Gpu, GpuTensor};
 use cifar_kern::float::Float;
+use cifar_kern::layers::Math;
 use cifar_kern::ops::{self, Window};
 use cifar_kern::Tensor;
 use libtest_mimic::Trial;
@@ -120,16 +121,16 @@ fn odd_windows() -> Vec<(&'static str, [usize; 4], [usize; 4], Window)> {
 }
 
 /// One convolution to check: its shapes, window and whether it has a bias.
-struct Spec {
-    name: String,
-    x_shape: [usize; 4],
-    w_shape: [usize; 4],
-    win: Window,
-    bias: bool,
+pub struct Spec {
+    pub name: String,
+    pub x_shape: [usize; 4],
+    pub w_shape: [usize; 4],
+    pub win: Window,
+    pub bias: bool,
 }
 
 /// Every case at batch 128, then every odd window (with a bias).
-fn specs() -> Vec<Spec> {
+pub fn specs() -> Vec<Spec> {
     let cases = CASES.iter().map(|c| Spec {
         name: format!(
             "{} ({}x{}x{} -> {}, {}x{}/{})",
@@ -150,12 +151,12 @@ fn specs() -> Vec<Spec> {
     cases.chain(odd).collect()
 }
 
-struct Inputs<T> {
-    x: Tensor<T>,
-    w: Tensor<T>,
-    b: Option<Tensor<T>>,
-    dy: Tensor<T>,
-    win: Window,
+pub struct Inputs<T> {
+    pub x: Tensor<T>,
+    pub w: Tensor<T>,
+    pub b: Option<Tensor<T>>,
+    pub dy: Tensor<T>,
+    pub win: Window,
 }
 
 fn randn<T: Float>(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor<T> {
@@ -163,7 +164,7 @@ fn randn<T: Float>(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor<T> {
 }
 
 /// Fresh random x, w, b and dy for `spec`.
-fn inputs<T: Float>(spec: &Spec, rng: &mut ChaCha8Rng) -> Inputs<T> {
+pub fn inputs<T: Float>(spec: &Spec, rng: &mut ChaCha8Rng) -> Inputs<T> {
     let [n, h, w, _] = spec.x_shape;
     let [oh, ow] = spec.win.out_hw([h, w]);
     let o = spec.w_shape[3];
@@ -178,7 +179,7 @@ fn inputs<T: Float>(spec: &Spec, rng: &mut ChaCha8Rng) -> Inputs<T> {
 
 /// Runs a GPU op twice, asserts both results have the same bits, and
 /// returns one of them on the host.
-fn twice<T: DeviceFloat>(gpu: &Gpu, what: &str, op: impl Fn() -> GpuTensor<T>) -> Tensor<T> {
+pub fn twice<T: DeviceFloat>(gpu: &Gpu, what: &str, op: impl Fn() -> GpuTensor<T>) -> Tensor<T> {
     let (first, second) = (gpu.download(&op()), gpu.download(&op()));
     let bits = |t: &Tensor<T>| t.data().iter().map(|v| v.f64().to_bits()).collect::<Vec<_>>();
     assert!(bits(&first) == bits(&second), "{what}: two runs differ");
@@ -218,7 +219,7 @@ fn forward<T: DeviceFloat>(seed: u64, tolerance: f64) {
         "forward",
         |gpu, i| {
             let b = i.b.as_ref().map(|b| gpu.upload(b));
-            conv::forward(gpu, &gpu.upload(&i.x), &gpu.upload(&i.w), b.as_ref(), &i.win)
+            conv::forward(gpu, &gpu.upload(&i.x), &gpu.upload(&i.w), b.as_ref(), &i.win, Math::Fp32)
         },
         |i| ops::conv::forward(&i.x, &i.w, i.b.as_ref(), &i.win),
     );
@@ -229,7 +230,7 @@ fn backward_data<T: DeviceFloat>(seed: u64, tolerance: f64) {
         seed,
         tolerance,
         "backward_data",
-        |gpu, i| conv::backward_data(gpu, &gpu.upload(&i.dy), i.x.shape(), &gpu.upload(&i.w), &i.win),
+        |gpu, i| conv::backward_data(gpu, &gpu.upload(&i.dy), i.x.shape(), &gpu.upload(&i.w), &i.win, Math::Fp32),
         |i| ops::conv::backward_data(&i.dy, i.x.shape(), &i.w, &i.win),
     );
 }
@@ -239,7 +240,7 @@ fn backward_weight<T: DeviceFloat>(seed: u64, tolerance: f64) {
         seed,
         tolerance,
         "backward_weight",
-        |gpu, i| conv::backward_weight(gpu, &gpu.upload(&i.dy), &gpu.upload(&i.x), i.w.shape(), &i.win),
+        |gpu, i| conv::backward_weight(gpu, &gpu.upload(&i.dy), &gpu.upload(&i.x), i.w.shape(), &i.win, Math::Fp32),
         |i| ops::conv::backward_weight(&i.dy, &i.x, i.w.shape(), &i.win),
     );
 }

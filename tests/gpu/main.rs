@@ -15,6 +15,8 @@
 mod harness;
 #[path = "../emu/memory.rs"]
 mod memory;
+#[path = "../emu/tf32.rs"]
+mod tf32;
 mod parity;
 mod util;
 
@@ -22,6 +24,7 @@ mod augment;
 mod batchnorm;
 mod concat;
 mod conv;
+mod conv_tc;
 mod dense;
 mod loss;
 mod ops;
@@ -52,6 +55,7 @@ fn main() {
         batchnorm::trials,
         concat::trials,
         conv::trials,
+        conv_tc::trials,
         dense::trials,
         loss::trials,
         ops::trials,
