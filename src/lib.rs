@@ -24,9 +24,13 @@
 //! - [`interrupt`]: Ctrl-C during training, reported in one line.
 //! - [`runs`]: a run's records read back (`table`); [`pictures`]: the
 //!   augmentation grid and the training curves as PNG.
+//! - [`bench`] and [`tune`]: the GPU's speed per network and conv shape
+//!   (`cifar-kern bench`), and the tensor-core conv variants timed on it
+//!   (`cifar-kern tune`, writing the tile table).
 
 pub mod autograd;
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod counters;
 pub mod cuda;
@@ -47,6 +51,7 @@ pub mod runs;
 pub mod tensor;
 pub mod tensorboard;
 pub mod train;
+pub mod tune;
 
 pub use autograd::{Grads, Tape, Var};
 pub use float::Float;

@@ -9,6 +9,7 @@ use cifar_kern::data::{self, normalize_into, Split, CLASS_NAMES, IMAGE_BYTES, IM
 use cifar_kern::device::Device;
 use cifar_kern::evaluate::{self, accuracy};
 use cifar_kern::failure;
+use cifar_kern::layers::Math;
 use cifar_kern::models::{ModelKind, ModelState};
 use cifar_kern::pictures::augment_grid::augment_grid;
 use cifar_kern::pictures::{curves, save_png};
@@ -53,6 +54,11 @@ enum Command {
         /// Where to compute.
         #[arg(long, value_enum, default_value_t = Device::Auto)]
         device: Device,
+        /// How the GPU multiplies in convolutions: fp32 (exact, CUDA cores; the
+        /// tutorial's checkpoints score its table) or tf32 (tensor cores)
+        /// [default: fp32]. The CPU always computes in exact fp32.
+        #[arg(long, value_parser = train::math_parser())]
+        math: Option<Math>,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -134,6 +140,13 @@ enum Command {
     },
     /// Show the backends this binary can use.
     Info,
+    /// Time training steps, eval batches and every conv shape of the
+    /// networks on the GPU, in TF32 and fp32 (`--json` for
+    /// benches/peers/peers.py --ours).
+    Bench(cifar_kern::bench::BenchArgs),
+    /// Time every tensor-core variant of every conv shape of the four
+    /// networks on this GPU and write the fastest to the conv tile table.
+    Tune(cifar_kern::tune::TuneArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -194,10 +207,12 @@ fn run(command: Command) -> Result<()> {
             data_dir,
             split,
             device,
+            math,
             json,
         } => {
             let backend = device.resolve()?;
-            eval(model, &checkpoint, &data_dir, split, json, backend)
+            let math = evaluate::effective_math(math, Math::Fp32, backend);
+            eval(model, &checkpoint, &data_dir, split, json, backend, math)
         }
         Command::Predict {
             model,
@@ -251,6 +266,8 @@ fn run(command: Command) -> Result<()> {
             );
             Ok(())
         }
+        Command::Bench(args) => cifar_kern::bench::run(&args),
+        Command::Tune(args) => cifar_kern::tune::run(&args),
         Command::Info => {
             println!("cpu: {} threads (rayon)", rayon::current_num_threads());
             let modules: Vec<&str> = cifar_kern::cuda::PTX_MODULES.iter().map(|(n, _)| *n).collect();
@@ -271,6 +288,7 @@ fn eval(
     split: SplitChoice,
     json: bool,
     backend: Backend,
+    math: Math,
 ) -> Result<()> {
     let (state, _) = evaluate::load_model(model, checkpoint)?;
     let state = state.map(|t| backend.place(t.clone()));
@@ -279,7 +297,7 @@ fn eval(
     let mut results = Vec::new();
     if split != SplitChoice::Test {
         let started = Instant::now();
-        let acc = accuracy(model, &state, &data.train, &Split::tutorial().val);
+        let acc = accuracy(model, &state, &data.train, &Split::tutorial().val, math);
         eprintln!(
             "validation: {:.2}% ({:.1} s)",
             100.0 * acc,
@@ -290,7 +308,7 @@ fn eval(
     if split != SplitChoice::Val {
         let started = Instant::now();
         let all: Vec<usize> = (0..data.test.len()).collect();
-        let acc = accuracy(model, &state, &data.test, &all);
+        let acc = accuracy(model, &state, &data.test, &all, math);
         eprintln!("test: {:.2}% ({:.1} s)", 100.0 * acc, started.elapsed().as_secs_f64());
         results.push(("test_accuracy", "test accuracy", acc));
     }
@@ -312,7 +330,8 @@ fn predict(model: ModelKind, checkpoint: &Path, json: bool, paths: &[PathBuf]) -
         normalize_into(&data::read_image(path)?, out);
     }
     let images = Tensor::new(&[paths.len(), IMAGE_SIZE, IMAGE_SIZE, 3], pixels);
-    let logits = evaluate::logits(model, &state, images);
+    // The state stays on the host, which always computes in exact fp32.
+    let logits = evaluate::logits(model, &state, images, Math::Fp32);
     let mut report = Vec::new();
     for (path, row) in paths.iter().zip(logits.data().chunks(CLASS_NAMES.len())) {
         let best = (0..row.len()).fold(0, |b, j| if row[j] > row[b] { j } else { b });

@@ -3,7 +3,8 @@
 //! A run of model M lives in `<out-dir>/<M>/`:
 //! - `last.safetensors`: written atomically at every epoch end — weights,
 //!   BatchNorm statistics, optimiser state, and in its metadata the epoch,
-//!   step, seed and flags — so `--resume` continues an interrupted run. The
+//!   step, seed, math (`--math`, fp32 on the CPU) and flags — so `--resume`
+//!   continues an interrupted run (in the same math: another one refuses). The
 //!   data order and augmentation of an epoch are functions of (seed, epoch),
 //!   so no RNG state beyond the seed needs saving, and on the CPU a resumed
 //!   run ends with exactly the weights of an uninterrupted one.
@@ -27,6 +28,7 @@ use crate::failure::{self, GpuError};
 use crate::interrupt;
 use crate::kill_point::{self, Phase};
 use crate::layers::loss::EpochTotals;
+use crate::layers::Math;
 use crate::models::{Ctx, ModelKind, ModelState};
 use crate::ops::batchnorm::MOMENTUM;
 use crate::optim::{Optimizer, OptimizerConfig, StateError};
@@ -64,6 +66,12 @@ pub struct TrainConfig {
     /// Where to compute.
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
+    /// How the GPU multiplies in convolutions: tf32 (tensor cores, as PyTorch
+    /// and JAX train) or fp32 (exact, CUDA cores) [default: tf32]. The CPU
+    /// always computes in exact fp32. Weights, optimiser state and BatchNorm
+    /// statistics stay fp32; the checkpoints record the mode.
+    #[arg(long, value_parser = math_parser())]
+    pub math: Option<Math>,
     /// Seeds the initial weights, the data order and the augmentation.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -100,6 +108,30 @@ fn at_least_one(text: &str) -> Result<usize, String> {
         _ => text
             .parse()
             .map_err(|e| format!("must be a whole number, at least 1 ({e})")),
+    }
+}
+
+/// Parses `--math`, listing the modes in `--help` and in the error for
+/// any other value.
+pub fn math_parser() -> impl clap::builder::TypedValueParser<Value = Math> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Math::ALL.map(Math::name))
+        .map(|name| name.parse::<Math>().expect("one of Math::ALL's names"))
+}
+
+/// What `train` computes in when `--math` is not given: TF32, as the peers
+/// (PyTorch, JAX) train.
+pub const TRAIN_MATH: Math = Math::Tf32;
+
+/// The math of a run as its checkpoint `meta` records it. A checkpoint
+/// without the key predates `--math`: every earlier version computed its
+/// convolutions in exact fp32, so that is what it is.
+fn checkpoint_math(path: &Path, meta: &CheckpointMetadata) -> Result<Math> {
+    match meta.get("math") {
+        None => Ok(Math::Fp32),
+        Some(name) => name
+            .parse()
+            .map_err(|e| anyhow!("{}: metadata math = {name:?}: {e}", path.display())),
     }
 }
 
@@ -224,6 +256,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         bail!("--epochs and --batch-size must be at least 1");
     }
     let backend = config.device.resolve()?;
+    let math = evaluate::effective_math(config.math, TRAIN_MATH, backend);
     let run = RunDir::new(&config.out_dir, config.model);
     let _lock = run.lock()?;
     if !config.retrain && run.results().exists() {
@@ -233,7 +266,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
             config.model
         );
         let data = load_data(&config.data_dir, config.no_download)?;
-        return finish(config, &run, &data, backend);
+        return finish(config, &run, &data, backend, math);
     }
     if !config.resume && !config.retrain && run.last().exists() {
         bail!(
@@ -264,7 +297,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
     let opt_config = OptimizerConfig::for_model(config.model, steps_per_epoch * config.epochs);
 
     let (mut state, mut optimizer, mut progress) = if config.resume {
-        resume(config, &run, opt_config, backend)?
+        resume(config, &run, opt_config, backend, math)?
     } else {
         run.clear_logs()?;
         let mut state = ModelState::<f32>::init(config.model, config.seed).map(|t| backend.place(t.clone()));
@@ -276,7 +309,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
     let mut placer = BatchPlacer::new(backend);
     let mut events = EventWriter::create(run.path())?;
     eprintln!(
-        "training {} ({} parameters) for {} of {} on {} images",
+        "training {} ({} parameters) for {} of {} on {} images, in {math}",
         config.model,
         state.num_params(),
         count(config.epochs, "epoch"),
@@ -305,7 +338,8 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         };
         for (step, batch) in (1..).zip(loader.epoch(epoch)) {
             let batch = placer.place(batch);
-            train_step(config.model, &mut state, &mut optimizer, batch, &mut totals).with_context(|| stopped(step))?;
+            train_step(config.model, math, &mut state, &mut optimizer, batch, &mut totals)
+                .with_context(|| stopped(step))?;
             seen += config.batch_size;
             let rate = seen as f64 / started.elapsed().as_secs_f64();
             // Loss and accuracy so far, glanced at without waiting (on the GPU
@@ -334,16 +368,24 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
         let train_loss = epoch_totals.loss_sum / steps_per_epoch as f64;
         let train_acc = epoch_totals.correct as f64 / seen as f64;
         let validate = progress.epoch % 2 == 0 || progress.epoch == config.epochs;
-        let val_acc = validate.then(|| accuracy(config.model, &state, &train_images, config.eval_subset(&split.val)));
+        let val_acc = validate.then(|| {
+            accuracy(
+                config.model,
+                &state,
+                &train_images,
+                config.eval_subset(&split.val),
+                math,
+            )
+        });
         if let Some(acc) = val_acc {
             if progress.best.is_none_or(|(best, _)| acc >= best) {
                 progress.best = Some((acc, progress.epoch));
-                let mut meta = metadata(config, optimizer.step_count(), progress.epoch);
+                let mut meta = metadata(config, math, optimizer.step_count(), progress.epoch);
                 meta.insert("val_accuracy".into(), acc.to_string());
                 save(&run.best(), &state, None, meta).with_context(|| save_failed(&run, progress.epoch))?;
             }
         }
-        let mut meta = metadata(config, optimizer.step_count(), progress.epoch);
+        let mut meta = metadata(config, math, optimizer.step_count(), progress.epoch);
         if let Some((best, best_epoch)) = progress.best {
             meta.insert("best_val_accuracy".into(), best.to_string());
             meta.insert("best_epoch".into(), best_epoch.to_string());
@@ -386,7 +428,7 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
             seen as f64 / train_seconds
         );
     }
-    finish(config, &run, &data, backend)
+    finish(config, &run, &data, backend, math)
 }
 
 /// The line Ctrl-C prints while `saved` epochs of the run are in its
@@ -505,8 +547,12 @@ impl TrainOptimizer {
 ///
 /// A GPU failure (out of memory, a failed launch, a device fault) is an
 /// error too; running out of memory names the batch size.
+///
+/// The convolutions, forward and backward, compute in `math` on the GPU
+/// (the CPU always computes exactly).
 pub fn train_step(
     model: ModelKind,
+    math: Math,
     state: &mut ModelState<f32>,
     optimizer: &mut TrainOptimizer,
     batch: PlacedBatch,
@@ -517,7 +563,10 @@ pub fn train_step(
     let step = || -> Result<()> {
         // On the GPU backward writes every gradient into its slot of the
         // optimiser's flat gradient buffer.
-        let tape = optimizer.grad_slots().map_or_else(Tape::new, Tape::with_grad_slots);
+        let tape = optimizer
+            .grad_slots()
+            .map_or_else(Tape::new, Tape::with_grad_slots)
+            .with_math(math);
         let mut ctx = Ctx::new(&tape, state, true);
         let PlacedBatch { images, labels } = batch;
         let logits = model.forward(&mut ctx, &Var::constant(images));
@@ -581,10 +630,12 @@ fn progress_bar(config: &TrainConfig, steps: usize, epoch: usize) -> ProgressBar
     bar
 }
 
-/// Checkpoint metadata every save carries.
-fn metadata(config: &TrainConfig, step: usize, epoch: usize) -> CheckpointMetadata {
+/// Checkpoint metadata every save carries; `math` is the run's effective
+/// math (fp32 on the CPU, whatever `--math` asked).
+fn metadata(config: &TrainConfig, math: Math, step: usize, epoch: usize) -> CheckpointMetadata {
     let mut meta = BTreeMap::from([
         ("model".to_string(), config.model.name().to_string()),
+        ("math".to_string(), math.name().to_string()),
         ("epoch".to_string(), epoch.to_string()),
         ("step".to_string(), step.to_string()),
         ("seed".to_string(), config.seed.to_string()),
@@ -630,6 +681,7 @@ fn resume(
     run: &RunDir,
     opt_config: OptimizerConfig,
     backend: Backend,
+    math: Math,
 ) -> Result<(ModelState<f32>, TrainOptimizer, Progress)> {
     if !run.last().exists() {
         bail!(
@@ -638,7 +690,7 @@ fn resume(
         );
     }
     let (tensors, meta) = checkpoint::load(&run.last())?;
-    let expected = metadata(config, 0, 0);
+    let expected = metadata(config, math, 0, 0);
     for key in ["model", "seed", "epochs", "batch_size", "limit_train", "limit_eval"] {
         if meta.get(key) != expected.get(key) {
             bail!(
@@ -647,6 +699,22 @@ fn resume(
                 meta.get(key).map_or("(none)", String::as_str),
                 expected.get(key).map_or("(none)", String::as_str)
             );
+        }
+    }
+    // One run, one math: a resumed run computes as it began.
+    let trained = checkpoint_math(&run.last(), &meta)?;
+    if trained != math {
+        let last = run.last();
+        let path = last.display();
+        match backend {
+            Backend::Cpu => bail!(
+                "{path} was trained with --math {trained} on a GPU, but this run is on the CPU, which always computes \
+                 in exact fp32: resume it on a GPU with --math {trained}, or start a new run with --retrain"
+            ),
+            Backend::Gpu(_) => bail!(
+                "{path} was trained with --math {trained}, but this run asks for --math {math}: resume with --math \
+                 {trained}, or start a new run with --retrain"
+            ),
         }
     }
     let (state, _) = evaluate::load_model(config.model, &run.last())?;
@@ -673,7 +741,10 @@ fn resume(
         checkpoint::write_atomically(&run.metrics(), kept.as_bytes())
             .with_context(|| format!("cannot write {}", run.metrics().display()))?;
     }
-    eprintln!("resuming {} after epoch {epoch} of {}", config.model, config.epochs);
+    eprintln!(
+        "resuming {} after epoch {epoch} of {}, in {math}",
+        config.model, config.epochs
+    );
     Ok((state, optimizer, Progress { epoch, best }))
 }
 
@@ -689,16 +760,25 @@ fn append_line(path: &Path, value: &Value) -> Result<()> {
 
 /// Evaluates the best checkpoint on validation and test, and records the
 /// results (which marks the run finished).
-fn finish(config: &TrainConfig, run: &RunDir, data: &Cifar10, backend: Backend) -> Result<RunResults> {
+fn finish(config: &TrainConfig, run: &RunDir, data: &Cifar10, backend: Backend, math: Math) -> Result<RunResults> {
     kill_point::enter_epoch(config.epochs + 1);
     let (state, meta) = evaluate::load_model(config.model, &run.best())?;
     let state = state.map(|t| backend.place(t.clone()));
+    // The best checkpoint is evaluated in the math it was trained in (the
+    // same as this session's, unless a finished run is only evaluated).
+    let trained = checkpoint_math(&run.best(), &meta)?;
+    if let (Backend::Gpu(_), true) = (backend, trained != math) {
+        eprintln!(
+            "{} was trained with --math {trained}: evaluating it so (pass --retrain to train anew with --math {math})",
+            run.best().display()
+        );
+    }
     let split = Split::tutorial();
     let test_indices: Vec<usize> = (0..data.test.len()).collect();
     let (val, test) = (config.eval_subset(&split.val), config.eval_subset(&test_indices));
     let results = RunResults {
-        val_accuracy: accuracy(config.model, &state, &data.train, val),
-        test_accuracy: accuracy(config.model, &state, &data.test, test),
+        val_accuracy: accuracy(config.model, &state, &data.train, val, trained),
+        test_accuracy: accuracy(config.model, &state, &data.test, test, trained),
         num_params: state.num_params(),
         val_images: val.len(),
         test_images: test.len(),
@@ -709,6 +789,7 @@ fn finish(config: &TrainConfig, run: &RunDir, data: &Cifar10, backend: Backend) 
         "val_accuracy": results.val_accuracy,
         "test_accuracy": results.test_accuracy,
         "num_params": results.num_params,
+        "math": trained.name(),
         "best_epoch": meta.get("epoch").and_then(|e| e.parse::<u64>().ok()),
         "limit_eval": config.limit_eval,
         "val_images": results.val_images,

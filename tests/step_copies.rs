@@ -21,7 +21,7 @@ use cifar_kern::cuda::{Gpu, REQUIRE_GPU_VAR};
 use cifar_kern::data::Batch;
 use cifar_kern::models::{ModelKind, ModelState};
 use cifar_kern::optim::OptimizerConfig;
-use cifar_kern::train::{train_step, TrainOptimizer};
+use cifar_kern::train::{train_step, TrainOptimizer, TRAIN_MATH};
 use cifar_kern::Tensor;
 use harness::Need;
 use libtest_mimic::Arguments;
@@ -48,7 +48,7 @@ fn two_steps(backend: Backend) -> [Counts; 2] {
             labels: vec![0, 1, 2, 3],
         });
         let before = counters::snapshot();
-        train_step(model, &mut state, &mut optimizer, batch, &mut totals).unwrap();
+        train_step(model, TRAIN_MATH, &mut state, &mut optimizer, batch, &mut totals).unwrap();
         let counts = counters::snapshot().since(&before);
         assert!(totals.read().loss_sum.is_finite());
         counts

@@ -23,8 +23,10 @@ so it can be copied to any GPU host and run there.
 
 3. Convolutions. One forward pass per network records, through forward hooks on SameConv2d, the
    shape of every convolution; each distinct shape is then timed alone through cuDNN: forward,
-   backward-data and backward-weight (torch.nn.grad.conv2d_input / conv2d_weight). The input is
-   prepared already padded where SAME is asymmetric, so only the convolution itself is timed.
+   backward-data and backward-weight (torch.nn.grad.conv2d_input / conv2d_weight), in TF32 and in
+   fp32 (cudnn.allow_tf32 on and off; `--conv-math` picks one). The input is prepared already
+   padded where SAME is asymmetric, so only the convolution itself is timed. Per network and math
+   the conv sum is sum over its shapes of count x (fwd + bwd_data + bwd_weight).
 
 4. Timing. After `--warmup` untimed calls, each of `--iters` calls is bracketed by a pair of CUDA
    events and the median is reported in milliseconds. A training step is timed as eager PyTorch
@@ -33,10 +35,13 @@ so it can be copied to any GPU host and run there.
    overhead (tens of microseconds, comparable to a small conv) does not count. On `--device cpu`
    wall-clock time is used instead.
 
-5. Comparison. `--ours PATH` reads our engine's figures (format in README.md / OURS_FORMAT below)
-   and prints, next to each PyTorch figure, ours and the ratio PyTorch/ours (> 1: we are faster).
-   `--json OUT` writes every PyTorch figure: networks.<name>.<variant>_ms and params,
-   convs.<shape key>.{fwd_ms, bwd_data_ms, bwd_weight_ms, used_by}, plus versions and settings.
+5. Comparison. `--ours PATH` reads our engine's figures (format in README.md / OURS_FORMAT below;
+   `cifar-kern bench all --json PATH` writes them) and prints, next to each PyTorch figure, ours
+   and the ratio PyTorch/ours (> 1: we are faster): per conv shape and math, per network the conv
+   sums, and last the training steps. `--json OUT` writes every PyTorch figure:
+   networks.<name>.<variant>_ms and params, convs.<shape key>.{fwd_ms, bwd_data_ms, bwd_weight_ms}
+   (TF32) and {fwd_fp32_ms, bwd_data_fp32_ms, bwd_weight_fp32_ms} (fp32) and used_by,
+   conv_sums.<name>.{tf32_ms, fp32_ms}, plus versions and settings.
 
 Conv shape key: "n{batch}_h{height}_w{width}_c{in_channels}_o{out_channels}_k{kernel}_s{stride}",
 with height and width those of the conv's input BEFORE padding, and padding always Flax SAME,
@@ -58,8 +63,19 @@ import torch.nn.functional as F
 NUM_CLASSES = 10
 IMAGE_SIZE = 32
 
-OURS_FORMAT = """{"networks": {"ResNet": {"tf32_ms": 3.1, "fp32_ms": 4.2}, ...},
- "convs": {"n128_h32_w32_c16_o16_k3_s1": {"fwd_ms": 0.05, "bwd_data_ms": 0.05, "bwd_weight_ms": 0.07}, ...}}"""
+OURS_FORMAT = """{"networks": {"ResNet": {"tf32_ms": 3.1, "fp32_ms": 4.2,
+                         "conv_sum_tf32_ms": 1.2, "conv_sum_fp32_ms": 5.0}, ...},
+ "convs": {"n128_h32_w32_c16_o16_k3_s1": {"fwd_ms": 0.05, "bwd_data_ms": 0.05, "bwd_weight_ms": 0.07,
+           "fwd_fp32_ms": 0.2, "bwd_data_fp32_ms": 0.2, "bwd_weight_fp32_ms": 0.3}, ...}}
+(fwd_ms etc.: TF32; *_fp32_ms: exact fp32; other keys are ignored)"""
+
+# Conv directions and the key of each one's time in a math mode (TF32's keys carry no mode).
+CONV_OPS = ("fwd", "bwd_data", "bwd_weight")
+CONV_MATHS = ("tf32", "fp32")
+
+
+def conv_key(op, math):
+    return f"{op}_ms" if math == "tf32" else f"{op}_{math}_ms"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,8 +358,9 @@ def conv_shapes(model, inputs):
     return shapes
 
 
-def time_conv(shape, device, warmup, iters):
-    """Forward, backward-data and backward-weight of one conv shape, in ms (no bias)."""
+def time_conv(shape, device, warmup, iters, math="tf32"):
+    """Forward, backward-data and backward-weight of one conv shape, in ms (no bias), keyed by
+    conv_key(op, math); cuDNN must already be set to `math`."""
     before, after = same_padding(shape.size, shape.kernel, shape.stride)
     size, padding = (shape.size, before) if before == after else (shape.size + before + after, 0)
     fan_in = shape.c_in * shape.kernel ** 2
@@ -352,10 +369,10 @@ def time_conv(shape, device, warmup, iters):
     weight *= (2 / fan_in) ** 0.5
     grad_out = torch.randn_like(F.conv2d(inputs, weight, stride=shape.stride, padding=padding))
     ops = {
-        "fwd_ms": lambda: F.conv2d(inputs, weight, stride=shape.stride, padding=padding),
-        "bwd_data_ms": lambda: torch.nn.grad.conv2d_input(
+        conv_key("fwd", math): lambda: F.conv2d(inputs, weight, stride=shape.stride, padding=padding),
+        conv_key("bwd_data", math): lambda: torch.nn.grad.conv2d_input(
             inputs.shape, weight, grad_out, stride=shape.stride, padding=padding),
-        "bwd_weight_ms": lambda: torch.nn.grad.conv2d_weight(
+        conv_key("bwd_weight", math): lambda: torch.nn.grad.conv2d_weight(
             inputs, weight.shape, grad_out, stride=shape.stride, padding=padding),
     }
     return {name: median_ms(op, device, warmup, iters, gpu_only=True) for name, op in ops.items()}
@@ -381,27 +398,83 @@ def comparison_cells(theirs, ours, with_ours):
     return [f"{theirs:.3f}", f"{ours:.3f}", f"{theirs / ours:.2f}x"]
 
 
+def conv_sums(convs):
+    """{network: {math: sum over its shapes of count x (fwd + bwd_data + bwd_weight)}} from a
+    "convs" table with used_by (PyTorch's); a math some shape lacks is left out."""
+    sums = {}
+    for conv in convs.values():
+        for name, count in conv.get("used_by", {}).items():
+            for math in CONV_MATHS:
+                times = [conv.get(conv_key(op, math)) for op in CONV_OPS]
+                net = sums.setdefault(name, {})
+                if None in times:
+                    net[math] = None
+                elif net.get(math, 0.0) is not None:
+                    net[math] = net.get(math, 0.0) + count * sum(times)
+    return {name: {m: v for m, v in net.items() if v is not None} for name, net in sums.items()}
+
+
+def ours_conv_sum(ours, name, math, used_shapes):
+    """Our conv sum of network `name` in `math`: as our file gives it, else summed from our conv
+    times over `used_shapes` ({shape key: count}), else None."""
+    given = ours.get("networks", {}).get(name, {}).get(f"conv_sum_{math}_ms")
+    if given is not None:
+        return given
+    total = 0.0
+    for key, count in used_shapes.items():
+        times = [ours.get("convs", {}).get(key, {}).get(conv_key(op, math)) for op in CONV_OPS]
+        if None in times:
+            return None
+        total += count * sum(times)
+    return total
+
+
 def report(results, ours):
-    """Conv table, then the network table (the short summary) last."""
+    """Conv table, conv sums, then the network table (the short summary) last."""
     with_ours = ours is not None
     ours = ours or {}
     sub = ["pytorch", "ours", "ratio"] if with_ours else ["pytorch"]
+    maths = [m for m in CONV_MATHS
+             if any(conv_key("fwd", m) in conv for conv in results["convs"].values())]
 
-    print(f"\nConvolutions ({results['conv_math']}, cudnn.benchmark=True), median ms; "
-          f"ratio = pytorch / ours; used by = network:number of such convs")
-    headers = ["conv shape", "used by"] + [f"{op[:-3]} {s}" for op in ("fwd_ms", "bwd_data_ms",
-                                                                      "bwd_weight_ms") for s in sub]
+    ratio_note = "; ratio = pytorch / ours" if with_ours else ""
+    print(f"\nConvolutions (cudnn.benchmark=True), median ms{ratio_note}; "
+          f"used by = network:number of such convs")
+    headers = ["conv shape", "math", "used by"] + [f"{op} {s}" for op in CONV_OPS for s in sub]
     rows = []
     for key, conv in results["convs"].items():
         ours_conv = ours.get("convs", {}).get(key, {})
         used_by = " ".join(f"{name}:{count}" for name, count in conv["used_by"].items())
-        cells = [key, used_by]
-        for op in ("fwd_ms", "bwd_data_ms", "bwd_weight_ms"):
-            cells += comparison_cells(conv[op], ours_conv.get(op), with_ours)
+        for math in maths:
+            cells = [key, math, used_by]
+            for op in CONV_OPS:
+                theirs = conv.get(conv_key(op, math))
+                if theirs is None:
+                    cells += ["-"] * len(sub)
+                else:
+                    cells += comparison_cells(theirs, ours_conv.get(conv_key(op, math)), with_ours)
+            rows.append(cells)
+    print_table(headers, rows)
+
+    sums = conv_sums(results["convs"])
+    print("\nConv sums per network: sum over its conv shapes of count x (fwd + bwd_data + "
+          f"bwd_weight), ms{'; cuDNN against ours' if with_ours else ''}{ratio_note}")
+    headers = ["network"] + [f"{math} {s}" for math in maths for s in sub]
+    rows = []
+    for name in results["networks"]:
+        used = {key: conv["used_by"][name] for key, conv in results["convs"].items()
+                if name in conv["used_by"]}
+        cells = [name]
+        for math in maths:
+            theirs = sums.get(name, {}).get(math)
+            if theirs is None:
+                cells += ["-"] * len(sub)
+            else:
+                cells += comparison_cells(theirs, ours_conv_sum(ours, name, math, used), with_ours)
         rows.append(cells)
     print_table(headers, rows)
 
-    print(f"\nTraining step, batch {results['batch']}, median ms; ratio = pytorch / ours")
+    print(f"\nTraining step, batch {results['batch']}, median ms{ratio_note}")
     headers = ["network", "variant", "pytorch"] + (["ours", "ours figure", "ratio"] if with_ours else [])
     rows = []
     for name, net in results["networks"].items():
@@ -426,8 +499,9 @@ def main():
     parser.add_argument("--iters", type=int, help="timed calls; the median is reported (default 100)")
     parser.add_argument("--models", default=",".join(NETWORKS),
                         help="comma-separated subset of " + ",".join(NETWORKS))
-    parser.add_argument("--conv-math", choices=["tf32", "fp32"], default="tf32",
-                        help="conv table precision: cudnn.allow_tf32 on (PyTorch default) or off")
+    parser.add_argument("--conv-math", choices=["tf32", "fp32", "both"], default="both",
+                        help="conv table precision: cudnn.allow_tf32 on (PyTorch default), off, "
+                             "or both (default)")
     parser.add_argument("--ours", metavar="PATH", help="our engine's timings (JSON), to compare")
     parser.add_argument("--json", metavar="OUT", help="write PyTorch's figures here (JSON)")
     args = parser.parse_args()
@@ -470,14 +544,19 @@ def main():
             print(f"  {variant.name}: {ms:.3f} ms/step", flush=True)
         results["networks"][name] = timings
 
-    set_cudnn(benchmark=True, tf32=args.conv_math == "tf32")
-    print(f"timing {len(all_shapes)} distinct conv shapes", flush=True)
+    conv_maths = list(CONV_MATHS) if args.conv_math == "both" else [args.conv_math]
+    print(f"timing {len(all_shapes)} distinct conv shapes in {', '.join(conv_maths)}", flush=True)
     def largest_input_first(shape):
         return -shape.size, shape.kernel, shape.stride, shape.c_in, shape.c_out
 
     for shape in sorted(all_shapes, key=largest_input_first):
-        results["convs"][shape.key()] = {**time_conv(shape, device, warmup, iters),
-                                         "used_by": all_shapes[shape]}
+        conv = {}
+        for math in conv_maths:
+            set_cudnn(benchmark=True, tf32=math == "tf32")
+            conv.update(time_conv(shape, device, warmup, iters, math))
+        results["convs"][shape.key()] = {**conv, "used_by": all_shapes[shape]}
+    results["conv_sums"] = {name: {f"{m}_ms": v for m, v in net.items()}
+                            for name, net in conv_sums(results["convs"]).items()}
 
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds, on this (GPU-less) machine, everything a GPU session runs: the test
-# binaries with the kernels embedded, the cifar-kern binary, and the fixtures,
-# into .device/, and the real CIFAR-10 in three parts into .device-data/
-# (both git-ignored), which the device tool carries to the GPU host. The GPU
-# host has no cargo; the binaries run there as built here. A device call
-# carries at most 64 MiB, so a session is four back-to-back calls (the host
-# keeps /tmp while it stays warm, 30 s after a call); see scripts/gpu/README.md:
+# binaries with the kernels embedded, the cifar-kern binary, the gpu_conv
+# bench binary and the fixtures, into .device/, and the real CIFAR-10 in
+# three parts into .device-data/ (both git-ignored), which the device tool
+# carries to the GPU host. The GPU host has no cargo; the binaries run
+# there as built here. A device call carries at most 64 MiB, so a session is
+# four back-to-back calls (the host keeps /tmp while it stays warm, 30 s
+# after a call); see scripts/gpu/README.md:
 #   bash scripts/gpu/build.sh
 #   1. carry [".device"]:            bash .device/run.sh
 #   2. carry [".device-data/part1"]: bash scripts/gpu/stage-data.sh 1
@@ -31,6 +32,18 @@ for line in sys.stdin:
 done
 cargo build --release --bin cifar-kern
 cp target/release/cifar-kern "$out/bin/"
+# The gpu_conv criterion bench (harness = false; the GPU host runs it with
+# --bench, as cargo would).
+gpu_conv=$(cargo bench --no-run --bench gpu_conv --message-format=json 2>/dev/null \
+    | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gpu_conv":
+        print(m["executable"])
+')
+[ -n "$gpu_conv" ] || { echo "cargo bench --no-run built no gpu_conv binary"; exit 1; }
+cp "$gpu_conv" "$out/bin/gpu_conv"
 # Debug info makes each binary ~45 MB; a device call carries 64 MiB in all.
 strip "$out"/bin/*
 mkdir -p "$out/fixtures/flax"

@@ -2,9 +2,13 @@
 # Runs on the GPU host (from the repository root, after scripts/gpu/build.sh
 # here; call 1 of scripts/gpu/README.md): every gpu_ test, family by family
 # (parity, the training step through train::train_step, out of memory), the
-# step's copy and wait counts, and the f32 fixture tests; prints a short
-# table last. The binaries are kept in /tmp/cifar-kern-device for train.sh
-# (call 4). CIFAR_KERN_REQUIRE_GPU=1: a gpu_ test that finds no usable GPU
+# step's copy and wait counts, and the f32 fixture tests; then the speed
+# checks (issue 11): `cifar-kern tune` (its table into $OUT), `cifar-kern
+# bench all` with that table, the PyTorch peers (if torch imports) and the
+# gpu_conv bench, each with a timeout that keeps the call within 8 minutes;
+# prints their main tables and a short summary table last. The binaries are
+# kept in /tmp/cifar-kern-device for train.sh (call 4).
+# CIFAR_KERN_REQUIRE_GPU=1: a gpu_ test that finds no usable GPU
 # fails rather than being ignored; a family that still reports ignored
 # tests shows as SKIPPED.
 set -uo pipefail
@@ -35,5 +39,43 @@ done
 # files and the cifar-kern binary at its build path.
 run fixtures_models "$dir/bin/fixtures" "[models]" --test-threads 1 --nocapture
 run step_copies "$dir/bin/step_copies" --nocapture
+
+# Speed. Results and logs go to $OUT (the device tool brings it back).
+res=${OUT:-$dir/results}
+mkdir -p "$res"
+end=465  # seconds after this script started: the call stays within 8 minutes with start-up
+timed() { # name, cap in seconds, command...: runs it for at most the cap or what is left
+    local name=$1 cap=$2; shift 2
+    local left=$((end - SECONDS)) start=$SECONDS rc status
+    [ "$left" -lt "$cap" ] && cap=$left
+    if [ "$cap" -lt 10 ]; then
+        table+=("$(printf '%-34s %-7s %4ss' "$name" "NO TIME" 0)"); return
+    fi
+    timeout "$cap" "$@" > "$res/$name.log" 2>&1; rc=$?
+    case $rc in 0) status=ok ;; 124) status=TIMEOUT ;; *) status=FAILED ;; esac
+    table+=("$(printf '%-34s %-7s %4ss' "$name" "$status" $((SECONDS - start)))")
+    tail -n 3 "$res/$name.log"
+}
+timed tune 90 "$dir/bin/cifar-kern" tune --out "$res/conv_tiles.txt"
+tiles=()
+[ -s "$res/conv_tiles.txt" ] && tiles=(--tiles "$res/conv_tiles.txt")
+timed bench 120 "$dir/bin/cifar-kern" bench all "${tiles[@]}" --json "$res/ours.json"
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+    ours=()
+    [ -s "$res/ours.json" ] && ours=(--ours "$res/ours.json")
+    timed peers 180 python3 benches/peers/peers.py "${ours[@]}" --json "$res/pytorch.json"
+else
+    table+=("$(printf '%-34s %-7s %4ss' peers NOTORCH 0)")
+fi
+export CRITERION_HOME=/tmp/cifar-kern-criterion
+[ -s "$res/conv_tiles.txt" ] && export CIFAR_KERN_CONV_TILES="$res/conv_tiles.txt"
+timed gpu_conv 150 "$dir/bin/gpu_conv" --bench
+
+echo
+echo "---- speed ----"
+[ -f "$res/tune.log" ] && grep -E "^(all [0-9]+ \(sum\)|wrote )" "$res/tune.log"
+[ -f "$res/bench.log" ] && sed -n '/^Networks:/,$p' "$res/bench.log"
+[ -f "$res/peers.log" ] && sed -n '/^Conv sums per network/,$p' "$res/peers.log"
+[ -f "$res/gpu_conv.log" ] && grep "^gpu_conv on " "$res/gpu_conv.log"
 echo
 printf '%s\n' "---- summary ----" "${table[@]}"

@@ -16,6 +16,8 @@
 //! device, so a result has the same bits on every card. Kernel indices are
 //! 32-bit: every tensor and workspace is checked to fit.
 
+use super::conv_shape::index;
+pub use super::conv_shape::ConvShape;
 use super::conv_tiles::{chunk_rows, Direction, Variant};
 use super::launch::Launch;
 use super::{launch_1d, DeviceFloat, Gpu, GpuTensor};
@@ -37,92 +39,9 @@ const BIAS_CHUNK_ROWS: usize = 1024;
 const WEIGHT_TARGET_BLOCKS: usize = 512;
 /// ...but no chunk is much shorter than this, so partials stay few.
 const WEIGHT_MIN_CHUNK_ROWS: usize = 256;
-/// The largest element count a kernel indexes; half of i32's range, so a
-/// grid-stride step past the end cannot overflow.
-const MAX_INDEX: usize = i32::MAX as usize / 2;
 
 crate::kernel_params! {
-    /// `ConvShape` in conv.cu. `pad_h`/`pad_w` are the padding before; the
-    /// padding after is implied by `oh`/`ow`.
-    pub struct ConvShape {
-        n: i32,
-        h: i32,
-        w: i32,
-        c: i32,
-        oh: i32,
-        ow: i32,
-        o: i32,
-        kh: i32,
-        kw: i32,
-        stride_h: i32,
-        stride_w: i32,
-        pad_h: i32,
-        pad_w: i32,
-    }
-}
-
-fn index(v: usize, what: &str) -> i32 {
-    assert!(
-        v <= MAX_INDEX,
-        "conv: {what} has {v} elements, more than the kernels index"
-    );
-    v as i32
-}
-
-impl ConvShape {
-    /// The convolution of an NHWC input of `x_shape` with an HWIO kernel of
-    /// `w_shape` over `win`; panics on mismatched shapes or on tensors past
-    /// the kernels' 32-bit indices.
-    pub fn new(x_shape: &[usize], w_shape: &[usize], win: &Window) -> Self {
-        let &[n, h, w, c] = x_shape else {
-            panic!("expected an NHWC tensor, got shape {x_shape:?}")
-        };
-        let &[kh, kw, ci, o] = w_shape else {
-            panic!("conv kernel must be HWIO, got {w_shape:?}")
-        };
-        assert_eq!(ci, c, "conv kernel expects {ci} input channels, input has {c}");
-        assert_eq!([kh, kw], win.size, "conv kernel {kh}x{kw} vs window {:?}", win.size);
-        let [oh, ow] = win.out_hw([h, w]);
-        index(n * h * w * c, "the input");
-        index(n * oh * ow * o, "the output");
-        index(kh * kw * c * o, "the kernel");
-        let dim = |v: usize| index(v, "a dimension");
-        ConvShape {
-            n: dim(n),
-            h: dim(h),
-            w: dim(w),
-            c: dim(c),
-            oh: dim(oh),
-            ow: dim(ow),
-            o: dim(o),
-            kh: dim(kh),
-            kw: dim(kw),
-            stride_h: dim(win.stride[0]),
-            stride_w: dim(win.stride[1]),
-            pad_h: dim(win.pad_lo[0]),
-            pad_w: dim(win.pad_lo[1]),
-        }
-    }
-    /// `[n, oh, ow, o]`: the shape of y and dy.
-    pub fn y_shape(&self) -> [usize; 4] {
-        [self.n, self.oh, self.ow, self.o].map(|v| v as usize)
-    }
-    /// Input pixels: the rows of x and dx.
-    pub fn in_rows(&self) -> usize {
-        (self.n * self.h * self.w) as usize
-    }
-    /// Output pixels: the rows of y and dy.
-    pub fn out_rows(&self) -> usize {
-        (self.n * self.oh * self.ow) as usize
-    }
-    /// Taps of one window: the rows of the kernel as a matrix.
-    pub fn k(&self) -> usize {
-        (self.kh * self.kw * self.c) as usize
-    }
-}
-
-crate::kernel_params! {
-    /// `ForwardParams<T>` in conv.cu.
+    /// `ForwardParams<T>` in conv_params.cuh (conv.cu and conv_tc.cu).
     pub struct ForwardParams {
         x: u64,
         w: u64,
@@ -133,7 +52,7 @@ crate::kernel_params! {
     }
 }
 crate::kernel_params! {
-    /// `BackwardDataParams<T>` in conv.cu.
+    /// `BackwardDataParams<T>` in conv_params.cuh.
     pub struct BackwardDataParams {
         dy: u64,
         w: u64,
@@ -142,13 +61,25 @@ crate::kernel_params! {
     }
 }
 crate::kernel_params! {
-    /// `WeightPartialParams<T>` in conv.cu.
+    /// `WeightPartialParams<T>` in conv_params.cuh.
     pub struct WeightPartialParams {
         dy: u64,
         x: u64,
         partials: u64,
         chunk_rows: i32,
         s: ConvShape,
+    }
+}
+impl WeightPartialParams {
+    /// Chunk z of `chunk_rows` rows writes the partial result z.
+    fn new(dy: u64, x: u64, partials: u64, chunk_rows: usize, s: &ConvShape) -> Self {
+        WeightPartialParams {
+            dy,
+            x,
+            partials,
+            chunk_rows: chunk_rows as i32,
+            s: *s,
+        }
     }
 }
 crate::kernel_params! {
@@ -259,7 +190,13 @@ fn vec_width(channels_ok: bool, ptrs: &[u64]) -> usize {
     }
 }
 
-fn tc_launch(direction: &str, v: &Variant, vec: usize, grid: (usize, usize, usize), params: impl crate::cuda::launch::ParamLayout + 'static) -> Launch {
+fn tc_launch(
+    direction: &str,
+    v: &Variant,
+    vec: usize,
+    grid: (usize, usize, usize),
+    params: impl crate::cuda::launch::ParamLayout + 'static,
+) -> Launch {
     let dim = |n: usize| u32::try_from(n).expect("grid too large");
     let cfg = LaunchConfig {
         grid_dim: (dim(grid.0), dim(grid.1), dim(grid.2)),
@@ -275,7 +212,13 @@ pub fn tc_forward_plan(x: u64, w: u64, bias: u64, y: u64, s: &ConvShape, v: &Var
     let vec = vec_width(s.c % 4 == 0 && s.o % 4 == 0, &[x, w]);
     let (rows, cols, _) = Direction::Forward.gemm(s);
     let grid = (rows.div_ceil(v.tile.rows), cols.div_ceil(v.tile.cols), 1);
-    vec![tc_launch("forward", v, vec, grid, ForwardParams { x, w, bias, y, s: *s })]
+    vec![tc_launch(
+        "forward",
+        v,
+        vec,
+        grid,
+        ForwardParams { x, w, bias, y, s: *s },
+    )]
 }
 
 /// [`backward_data_plan`] on the tensor cores in variant `v`: one GEMM per
@@ -285,7 +228,13 @@ pub fn tc_backward_data_plan(dy: u64, w: u64, dx: u64, s: &ConvShape, v: &Varian
     let (rows, cols, _) = Direction::BackwardData.gemm(s);
     let phases = (s.stride_h * s.stride_w) as usize;
     let grid = (rows.div_ceil(v.tile.rows), cols.div_ceil(v.tile.cols), phases);
-    vec![tc_launch("backward_data", v, vec, grid, BackwardDataParams { dy, w, dx, s: *s })]
+    vec![tc_launch(
+        "backward_data",
+        v,
+        vec,
+        grid,
+        BackwardDataParams { dy, w, dx, s: *s },
+    )]
 }
 
 /// `(chunk_rows, chunks)` of the tensor-core weight gradient of `s` in `v`.
@@ -309,13 +258,7 @@ pub fn tc_backward_weight_plan(dy: u64, x: u64, partials: u64, dw: u64, s: &Conv
     let (k, o) = (s.k(), s.o as usize);
     let (chunk_rows, chunks) = tc_weight_chunks(s, v);
     let grid = (k.div_ceil(v.tile.rows), o.div_ceil(v.tile.cols), chunks);
-    let params = WeightPartialParams {
-        dy,
-        x,
-        partials,
-        chunk_rows: chunk_rows as i32,
-        s: *s,
-    };
+    let params = WeightPartialParams::new(dy, x, partials, chunk_rows, s);
     vec![
         tc_launch("weight_partial", v, vec, grid, params),
         total_launch::<f32>("conv_weight_total", partials, dw, k * o, chunks),
@@ -346,13 +289,7 @@ pub fn backward_data_plan<T: Float>(dy: u64, w: u64, dx: u64, s: &ConvShape) -> 
 pub fn backward_weight_plan<T: Float>(dy: u64, x: u64, partials: u64, dw: u64, s: &ConvShape) -> Vec<Launch> {
     let (k, o) = (s.k(), s.o as usize);
     let (chunk_rows, chunks) = weight_chunks(s);
-    let params = WeightPartialParams {
-        dy,
-        x,
-        partials,
-        chunk_rows: chunk_rows as i32,
-        s: *s,
-    };
+    let params = WeightPartialParams::new(dy, x, partials, chunk_rows, s);
     vec![
         Launch::new::<T, _>("conv", "conv_weight_partial", gemm_launch(k, o, chunks), params),
         total_launch::<T>("conv_weight_total", partials, dw, k * o, chunks),
@@ -550,45 +487,6 @@ pub fn backward_bias_into<T: DeviceFloat>(gpu: &Gpu, dy: &GpuTensor<T>, db: &Gpu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn conv_shape_matches_the_window() {
-        // ResNet's 3x3/2 SAME conv at 16x16: pads 0 before, 1 after.
-        let win = Window::same([3, 3], [2, 2], [16, 16]);
-        let s = ConvShape::new(&[128, 16, 16, 32], &[3, 3, 32, 64], &win);
-        assert_eq!(
-            s,
-            ConvShape {
-                n: 128,
-                h: 16,
-                w: 16,
-                c: 32,
-                oh: 8,
-                ow: 8,
-                o: 64,
-                kh: 3,
-                kw: 3,
-                stride_h: 2,
-                stride_w: 2,
-                pad_h: 0,
-                pad_w: 0
-            }
-        );
-        assert_eq!((s.in_rows(), s.out_rows(), s.k()), (128 * 256, 128 * 64, 288));
-        assert_eq!(s.y_shape(), [128, 8, 8, 64]);
-    }
-
-    #[test]
-    #[should_panic(expected = "input channels")]
-    fn conv_shape_rejects_mismatched_channels() {
-        ConvShape::new(&[1, 4, 4, 3], &[1, 1, 4, 8], &Window::valid([1, 1], [1, 1]));
-    }
-
-    #[test]
-    #[should_panic(expected = "more than the kernels index")]
-    fn conv_shape_rejects_tensors_past_32_bit_indices() {
-        ConvShape::new(&[1 << 20, 32, 32, 64], &[1, 1, 64, 1], &Window::valid([1, 1], [1, 1]));
-    }
 
     #[test]
     fn param_structs_have_their_cuda_sizes() {

@@ -9,7 +9,7 @@
 //! could differ between two runs with one seed, and the weight gradient's
 //! chunking changes its bits.
 
-use super::conv::ConvShape;
+use super::conv_shape::ConvShape;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -166,6 +166,40 @@ pub fn heuristic(dir: Direction, s: &ConvShape, sm_count: usize) -> Variant {
     }
 }
 
+/// Every variant `cifar-kern tune` times for direction `dir` of `s`: each
+/// tile; for the weight gradient each with 1 chunk and with about 1/4, 1/2,
+/// 1 and 2 times [`heuristic`]'s chunks (no two cutting the rows into the
+/// same number of chunks, no workspace past the kernels' 32-bit indices).
+/// The heuristic's own variant is among them.
+pub fn candidates(dir: Direction, s: &ConvShape, sm_count: usize) -> Vec<Variant> {
+    let guess = heuristic(dir, s, sm_count);
+    let splits = match dir {
+        Direction::BackwardWeight => {
+            let h = guess.splits;
+            vec![1, h.div_ceil(4), h.div_ceil(2), h, 2 * h]
+        }
+        _ => vec![1],
+    };
+    let rows = s.out_rows();
+    let result = s.k() * s.o as usize;
+    let mut out: Vec<Variant> = Vec::new();
+    for tile in TILES {
+        let mut chunk_counts = Vec::new();
+        for &n in &splits {
+            let chunks = rows.div_ceil(chunk_rows(rows, n)).max(1);
+            if chunk_counts.contains(&chunks) || chunks * result > i32::MAX as usize / 2 {
+                continue;
+            }
+            chunk_counts.push(chunks);
+            out.push(Variant { tile, splits: n });
+        }
+    }
+    if !out.contains(&guess) {
+        out.push(guess);
+    }
+    out
+}
+
 /// The key of a shape in the table: every field of [`ConvShape`].
 pub fn shape_key(s: &ConvShape) -> String {
     format!(
@@ -194,9 +228,16 @@ impl TileTable {
             if line.is_empty() {
                 continue;
             }
-            let bad = || format!("conv tile table, line {}: expected `sm_<arch> <direction> <shape> <tile> <splits>`, got {line:?}", i + 1);
+            let bad = || {
+                format!(
+                    "conv tile table, line {}: expected `sm_<arch> <direction> <shape> <tile> <splits>`, got {line:?}",
+                    i + 1
+                )
+            };
             let f: Vec<&str> = line.split_whitespace().collect();
-            let [arch, dir, key, tile, splits] = f[..] else { return Err(bad()) };
+            let [arch, dir, key, tile, splits] = f[..] else {
+                return Err(bad());
+            };
             let arch = arch.strip_prefix("sm_").and_then(|a| a.parse().ok()).ok_or_else(bad)?;
             let dir = Direction::from_name(dir).ok_or_else(bad)?;
             let tile = Tile::parse(tile).ok_or_else(bad)?;
@@ -227,6 +268,16 @@ impl TileTable {
         self.get(arch, dir, s).unwrap_or_else(|| heuristic(dir, s, sm_count))
     }
 
+    /// Drops every entry of card `arch` (before `tune` adds its new ones).
+    pub fn remove_arch(&mut self, arch: u32) {
+        self.entries.retain(|(a, _, _), _| *a != arch);
+    }
+
+    /// The entries of card `arch`.
+    pub fn count_arch(&self, arch: u32) -> usize {
+        self.entries.keys().filter(|(a, _, _)| *a == arch).count()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -254,7 +305,11 @@ mod tests {
     use crate::layers::Window;
 
     fn resnet_stage1() -> ConvShape {
-        ConvShape::new(&[128, 32, 32, 16], &[3, 3, 16, 16], &Window::same([3, 3], [1, 1], [32, 32]))
+        ConvShape::new(
+            &[128, 32, 32, 16],
+            &[3, 3, 16, 16],
+            &Window::same([3, 3], [1, 1], [32, 32]),
+        )
     }
 
     #[test]
@@ -314,10 +369,46 @@ mod tests {
         let w = heuristic(Direction::BackwardWeight, &s, 132);
         assert_eq!(w.tile, TILES[0]);
         assert!(w.splits > 100 && w.splits <= 131_072 / 256, "{w:?}");
-        assert!(chunk_rows(131_072, w.splits) % 16 == 0);
+        assert!(chunk_rows(131_072, w.splits).is_multiple_of(16));
         // Few rows: no split below 256 rows per chunk.
         let tiny = ConvShape::new(&[2, 4, 4, 64], &[3, 3, 64, 64], &Window::same([3, 3], [1, 1], [4, 4]));
         assert_eq!(heuristic(Direction::BackwardWeight, &tiny, 132).splits, 1);
+    }
+
+    #[test]
+    fn tune_candidates_cover_every_tile_and_the_heuristic() {
+        let s = resnet_stage1();
+        let fwd = candidates(Direction::Forward, &s, 132);
+        assert_eq!(fwd.iter().map(|v| v.tile).collect::<Vec<_>>(), TILES);
+        assert!(fwd.iter().all(|v| v.splits == 1));
+        let w = candidates(Direction::BackwardWeight, &s, 132);
+        let h = heuristic(Direction::BackwardWeight, &s, 132);
+        assert!(w.contains(&h));
+        for tile in TILES {
+            let splits: Vec<usize> = w.iter().filter(|v| v.tile == tile).map(|v| v.splits).collect();
+            assert_eq!(
+                splits,
+                [1, h.splits.div_ceil(4), h.splits.div_ceil(2), h.splits, 2 * h.splits]
+            );
+        }
+        // Few rows (32): the heuristic's 1 chunk and twice that, each tried once per tile.
+        let tiny = ConvShape::new(&[2, 4, 4, 64], &[3, 3, 64, 64], &Window::same([3, 3], [1, 1], [4, 4]));
+        let splits: Vec<usize> = candidates(Direction::BackwardWeight, &tiny, 132)
+            .iter()
+            .map(|v| v.splits)
+            .collect();
+        assert_eq!(splits, [1, 2].repeat(TILES.len()));
+    }
+
+    #[test]
+    fn remove_arch_keeps_the_other_cards() {
+        let s = resnet_stage1();
+        let text = format!("sm_90 fwd {k} 64x64 1\nsm_80 fwd {k} 128x16 1\n", k = shape_key(&s));
+        let mut table = TileTable::parse(&text).unwrap();
+        assert_eq!((table.count_arch(90), table.count_arch(80)), (1, 1));
+        table.remove_arch(90);
+        assert_eq!((table.len(), table.count_arch(80)), (1, 1));
+        assert_eq!(table.get(80, Direction::Forward, &s).unwrap().tile, TILES[0]);
     }
 
     #[test]
@@ -335,7 +426,11 @@ mod tests {
     fn the_strided_data_gradient_reduces_over_its_phase_only() {
         // ResNet's 3x3/2 conv 32x32 -> 16x16: four phases of 16x16 pixels,
         // the largest with 2 x 2 taps of 32 output channels.
-        let s = ConvShape::new(&[128, 32, 32, 16], &[3, 3, 16, 32], &Window::same([3, 3], [2, 2], [32, 32]));
+        let s = ConvShape::new(
+            &[128, 32, 32, 16],
+            &[3, 3, 16, 32],
+            &Window::same([3, 3], [2, 2], [32, 32]),
+        );
         assert_eq!(Direction::BackwardData.gemm(&s), (128 * 16 * 16, 16, 4 * 32));
         assert_eq!(Direction::Forward.gemm(&s), (128 * 16 * 16, 32, 144));
     }

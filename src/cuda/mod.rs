@@ -30,6 +30,7 @@ pub mod augment;
 pub mod batchnorm;
 pub mod concat;
 pub mod conv;
+pub mod conv_shape;
 pub mod conv_tiles;
 pub mod dense;
 pub mod elementwise;
@@ -154,6 +155,22 @@ pub const REQUIRE_GPU_VAR: &str = "CIFAR_KERN_REQUIRE_GPU";
 /// [`Gpu::for_tests`]), or why there is none.
 static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
 
+/// A conv tile table that replaces the committed one ([`use_conv_tiles`]).
+static CONV_TILES: OnceLock<conv_tiles::TileTable> = OnceLock::new();
+
+/// Makes the GPU, when it opens, choose its tensor-core conv variants from
+/// `table` instead of the committed `conv_tiles.txt`: for `cifar-kern bench
+/// --tiles` and the `gpu_conv` bench, to time a table `cifar-kern tune` has
+/// just written. An error once the GPU is open or a table was chosen.
+pub fn use_conv_tiles(table: conv_tiles::TileTable) -> Result<(), String> {
+    if GPU.get().is_some() {
+        return Err("the GPU is already open: choose the conv tile table first".into());
+    }
+    CONV_TILES
+        .set(table)
+        .map_err(|_| "a conv tile table was already chosen".to_string())
+}
+
 /// The GPU every GPU tensor lives on. Panics if none was opened, which
 /// cannot happen for a program that holds a GPU tensor.
 pub fn gpu() -> &'static Gpu {
@@ -216,7 +233,10 @@ impl Gpu {
             ones,
             arch: (major * 10 + minor) as u32,
             sm_count: sm_count as usize,
-            conv_tiles: conv_tiles::TileTable::committed(),
+            conv_tiles: CONV_TILES
+                .get()
+                .cloned()
+                .unwrap_or_else(conv_tiles::TileTable::committed),
         })
     }
 
@@ -230,8 +250,81 @@ impl Gpu {
     }
 
     /// The tensor-core variant for direction `dir` of conv `s` on this card.
-    pub fn conv_variant(&self, dir: conv_tiles::Direction, s: &conv::ConvShape) -> conv_tiles::Variant {
+    pub fn conv_variant(&self, dir: conv_tiles::Direction, s: &conv_shape::ConvShape) -> conv_tiles::Variant {
         self.conv_tiles.choose(self.arch, self.sm_count, dir, s)
+    }
+
+    /// The conv tile table this GPU chooses from.
+    pub fn conv_tiles(&self) -> &conv_tiles::TileTable {
+        &self.conv_tiles
+    }
+
+    /// GPU 0's name, as the driver gives it.
+    pub fn name(&self) -> String {
+        let name = self.stream.context().name();
+        name.unwrap_or_else(|e| format!("GPU 0 (no name: {e})"))
+    }
+
+    /// Milliseconds of GPU time of each of `iters` calls of `f` (given the
+    /// call's index): a pair of CUDA events recorded around each call on
+    /// this GPU's stream, read after one wait at the end. Host time between
+    /// the events counts only where the GPU runs dry waiting for the host
+    /// (queue a long copy first to keep it busy). For benches.
+    pub fn time_each_ms<E>(&self, iters: usize, mut f: impl FnMut(usize) -> Result<(), E>) -> Result<Vec<f32>, E> {
+        let ctx = self.stream.context();
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let event = || ctx.new_event(flags).or_fail(|| "creating a timing event".into());
+        let pairs: Vec<(CudaEvent, CudaEvent)> = (0..iters).map(|_| (event(), event())).collect();
+        for (i, (start, end)) in pairs.iter().enumerate() {
+            start.record(&self.stream).or_fail(|| "recording an event".into());
+            f(i)?;
+            end.record(&self.stream).or_fail(|| "recording an event".into());
+        }
+        counters::add(Event::HostSync, 1);
+        self.stream.synchronize().or_fail(|| "waiting for the GPU".into());
+        let elapsed =
+            |(start, end): &(CudaEvent, CudaEvent)| start.elapsed_ms(end).or_fail(|| "reading an event".into());
+        Ok(pairs.iter().map(elapsed).collect())
+    }
+
+    /// The device's memory pool, which every allocation and upload of this
+    /// runtime draws from (stream-ordered allocation); None where the
+    /// driver has no pools.
+    fn memory_pool(&self) -> Option<cudarc::driver::sys::CUmemoryPool> {
+        let ctx = self.stream.context();
+        if !ctx.has_async_alloc() {
+            return None;
+        }
+        ctx.bind_to_thread().ok()?;
+        // SAFETY: the context's own device.
+        unsafe { cudarc::driver::result::device::get_mem_pool(ctx.cu_device()) }.ok()
+    }
+
+    /// The most bytes in use at once from the device's memory pool since
+    /// [`Gpu::reset_peak_pool_bytes`]: every tensor and buffer of this
+    /// runtime (parameters, optimiser state, activations, workspaces), not
+    /// the CUDA context, the kernels' code or pinned host memory. None where
+    /// the driver has no memory pools.
+    pub fn peak_pool_bytes(&self) -> Option<u64> {
+        let pool = self.memory_pool()?;
+        let mut bytes = 0u64;
+        let attr = cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+        // SAFETY: the attribute is a 64-bit value.
+        unsafe { cudarc::driver::result::mem_pool::get_attribute(pool, attr, &mut bytes as *mut u64 as *mut _) }
+            .ok()?;
+        Some(bytes)
+    }
+
+    /// Starts [`Gpu::peak_pool_bytes`] over (from what is in use now on).
+    pub fn reset_peak_pool_bytes(&self) {
+        if let Some(pool) = self.memory_pool() {
+            let mut zero = 0u64;
+            let attr = cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+            // SAFETY: the attribute is a 64-bit value; 0 is the only one it takes.
+            let reset =
+                unsafe { cudarc::driver::result::mem_pool::set_attribute(pool, attr, &mut zero as *mut u64 as *mut _) };
+            reset.or_fail(|| "resetting the memory pool's peak".into());
+        }
     }
 
     /// Runs planned launches in order on the GPU's stream.

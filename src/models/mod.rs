@@ -16,6 +16,7 @@
 //! [`ModelState::update_running`] once it knows the step is good (a finite
 //! loss), so a failed step leaves the state as it was without a copy of it.
 
+pub mod conv_shapes;
 mod densenet;
 mod googlenet;
 mod resnet;
@@ -259,6 +260,18 @@ pub struct Ctx<'a, T: Float> {
     running: RunningUpdate<T>,
     prefix: String,
     counters: HashMap<&'static str, usize>,
+    /// Every convolution the forward ran, in order, while recording
+    /// ([`Ctx::record_convs`]; `conv_shapes` lists a network's convs so).
+    convs: Option<Vec<ConvCall>>,
+}
+
+/// One convolution a forward ran: input and kernel shapes, window, bias.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvCall {
+    pub x_shape: [usize; 4],
+    pub w_shape: [usize; 4],
+    pub win: Window,
+    pub bias: bool,
 }
 
 impl<'a, T: Float> Ctx<'a, T> {
@@ -274,7 +287,20 @@ impl<'a, T: Float> Ctx<'a, T> {
             running: RunningUpdate(Vec::new()),
             prefix: String::new(),
             counters: HashMap::new(),
+            convs: None,
         }
+    }
+
+    /// From now on, note every convolution this context runs
+    /// ([`Self::take_convs`]).
+    pub fn record_convs(&mut self) {
+        self.convs.get_or_insert_with(Vec::new);
+    }
+
+    /// The convolutions noted since [`Self::record_convs`], in the order
+    /// they ran (empty if it was not called).
+    pub fn take_convs(&mut self) -> Vec<ConvCall> {
+        self.convs.take().unwrap_or_default()
     }
 
     /// The batch statistics a train-mode forward collected, for
@@ -333,6 +359,15 @@ impl<'a, T: Float> Ctx<'a, T> {
         let w = self.param(format!("{name}kernel"), &shape, |rng| init.sample(&shape, rng));
         let b = bias.then(|| self.param(format!("{name}bias"), &[features], |_| Tensor::zeros(&[features])));
         let win = Window::same([k, k], [stride, stride], [x.shape()[1], x.shape()[2]]);
+        if let Some(convs) = &mut self.convs {
+            let dims = |s: &[usize]| <[usize; 4]>::try_from(s).expect("a conv's input and kernel are 4-D");
+            convs.push(ConvCall {
+                x_shape: dims(x.shape()),
+                w_shape: dims(&shape),
+                win,
+                bias,
+            });
+        }
         self.tape.conv2d(x, &w, b.as_ref(), win)
     }
 

@@ -12,6 +12,7 @@
 //!   pixels get zeros) and an asymmetric window (stride 1 x 2, padding 2 and
 //!   0 rows, 1 and 1 columns);
 //! - the weight gradient in one chunk and in several.
+//!
 //! Every case runs under several scheduling seeds, which must give the same
 //! bits.
 
@@ -103,7 +104,8 @@ pub fn trials() -> Vec<Trial> {
 fn copy_width(plan: &[Launch]) -> usize {
     let name = &plan[0].kernel;
     let v = name.rsplit('_').nth(1).and_then(|v| v.strip_prefix('v'));
-    v.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("kernel {name} names no copy width"))
+    v.and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("kernel {name} names no copy width"))
 }
 
 fn check(case: &Case, tile: cifar_kern::cuda::conv_tiles::Tile) -> Result<(), String> {
@@ -139,13 +141,22 @@ fn check(case: &Case, tile: cifar_kern::cuda::conv_tiles::Tile) -> Result<(), St
         ];
         for (plan, dir) in plans.iter().zip(Direction::ALL) {
             if copy_width(plan) != case.vec {
-                return Err(format!("{}: {} copies {} wide", what(dir.name()), plan[0].kernel, case.vec));
+                return Err(format!(
+                    "{}: {} copies {} wide",
+                    what(dir.name()),
+                    plan[0].kernel,
+                    case.vec
+                ));
             }
             emu.run(plan, seed)?;
         }
         let chunks = plans[2][0].cfg.grid_dim.2;
         if chunks != case.splits.1 {
-            return Err(format!("{}: {chunks} chunks, expected {}", what("weight gradient"), case.splits.1));
+            return Err(format!(
+                "{}: {chunks} chunks, expected {}",
+                what("weight gradient"),
+                case.splits.1
+            ));
         }
         Ok(vec![
             emu.download(py, &y_shape),
@@ -161,6 +172,12 @@ fn check(case: &Case, tile: cifar_kern::cuda::conv_tiles::Tile) -> Result<(), St
         .check(&out[0], &what("forward"))?;
     reference(|dy, w| conv::backward_data(dy, &case.x, w, &win), &dy, &w, r, true)
         .check(&out[1], &what("data gradient"))?;
-    reference(|dy, x| conv::backward_weight(dy, x, &case.w, &win), &dy, &x, s.out_rows() + case.splits.0, true)
-        .check(&out[2], &what("weight gradient"))
+    reference(
+        |dy, x| conv::backward_weight(dy, x, &case.w, &win),
+        &dy,
+        &x,
+        s.out_rows() + case.splits.0,
+        true,
+    )
+    .check(&out[2], &what("weight gradient"))
 }

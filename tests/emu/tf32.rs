@@ -42,9 +42,17 @@ pub fn reference(
     let value = op(&operand(a), &operand(b));
     let size = op(&magnitude(a), &magnitude(b));
     let u32_ = 2f64.powi(-24);
-    let rounding = if rounded { 0.0 } else { (1.0 + 2f64.powi(-11)).powi(2) - 1.0 };
+    let rounding = if rounded {
+        0.0
+    } else {
+        (1.0 + 2f64.powi(-11)).powi(2) - 1.0
+    };
     let unit = rounding + (n + 1) as f64 * u32_;
-    let allowed = size.data().iter().map(|s| unit * s + f32::MIN_POSITIVE as f64).collect();
+    let allowed = size
+        .data()
+        .iter()
+        .map(|s| unit * s + f32::MIN_POSITIVE as f64)
+        .collect();
     Tf32Reference { value, allowed }
 }
 
@@ -71,7 +79,11 @@ impl Tf32Reference {
     /// never is).
     pub fn check(&self, got: &Tensor<f32>, what: &str) -> Result<(), String> {
         if got.shape() != self.value.shape() {
-            return Err(format!("{what}: shape {:?}, expected {:?}", got.shape(), self.value.shape()));
+            return Err(format!(
+                "{what}: shape {:?}, expected {:?}",
+                got.shape(),
+                self.value.shape()
+            ));
         }
         for (i, ((&g, &want), &allowed)) in got.data().iter().zip(self.value.data()).zip(&self.allowed).enumerate() {
             let err = (g as f64 - want).abs();

@@ -219,7 +219,14 @@ fn forward<T: DeviceFloat>(seed: u64, tolerance: f64) {
         "forward",
         |gpu, i| {
             let b = i.b.as_ref().map(|b| gpu.upload(b));
-            conv::forward(gpu, &gpu.upload(&i.x), &gpu.upload(&i.w), b.as_ref(), &i.win, Math::Fp32)
+            conv::forward(
+                gpu,
+                &gpu.upload(&i.x),
+                &gpu.upload(&i.w),
+                b.as_ref(),
+                &i.win,
+                Math::Fp32,
+            )
         },
         |i| ops::conv::forward(&i.x, &i.w, i.b.as_ref(), &i.win),
     );
@@ -230,7 +237,16 @@ fn backward_data<T: DeviceFloat>(seed: u64, tolerance: f64) {
         seed,
         tolerance,
         "backward_data",
-        |gpu, i| conv::backward_data(gpu, &gpu.upload(&i.dy), i.x.shape(), &gpu.upload(&i.w), &i.win, Math::Fp32),
+        |gpu, i| {
+            conv::backward_data(
+                gpu,
+                &gpu.upload(&i.dy),
+                i.x.shape(),
+                &gpu.upload(&i.w),
+                &i.win,
+                Math::Fp32,
+            )
+        },
         |i| ops::conv::backward_data(&i.dy, i.x.shape(), &i.w, &i.win),
     );
 }
@@ -240,7 +256,16 @@ fn backward_weight<T: DeviceFloat>(seed: u64, tolerance: f64) {
         seed,
         tolerance,
         "backward_weight",
-        |gpu, i| conv::backward_weight(gpu, &gpu.upload(&i.dy), &gpu.upload(&i.x), i.w.shape(), &i.win, Math::Fp32),
+        |gpu, i| {
+            conv::backward_weight(
+                gpu,
+                &gpu.upload(&i.dy),
+                &gpu.upload(&i.x),
+                i.w.shape(),
+                &i.win,
+                Math::Fp32,
+            )
+        },
         |i| ops::conv::backward_weight(&i.dy, &i.x, i.w.shape(), &i.win),
     );
 }

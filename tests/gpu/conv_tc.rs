@@ -52,8 +52,14 @@ fn check_direction(gpu: &Gpu, spec: &Spec, i: &Inputs<f32>, dir: Direction, kern
             let got = twice(gpu, &what, || {
                 conv::backward_data_with(gpu, &gpu.upload(&i.dy), &spec.x_shape, &gpu.upload(&i.w), &win, kernel)
             });
-            reference(|dy, w| ops::conv::backward_data(dy, &spec.x_shape, w, &win), &i.dy, &i.w, n, false)
-                .check(&got, &what)
+            reference(
+                |dy, w| ops::conv::backward_data(dy, &spec.x_shape, w, &win),
+                &i.dy,
+                &i.w,
+                n,
+                false,
+            )
+            .check(&got, &what)
         }
         Direction::BackwardWeight => {
             let got = twice(gpu, &what, || {
@@ -66,8 +72,14 @@ fn check_direction(gpu: &Gpu, spec: &Spec, i: &Inputs<f32>, dir: Direction, kern
                 ConvKernel::TensorCore(v) => v.splits,
                 ConvKernel::Simt => 1,
             };
-            reference(|dy, x| ops::conv::backward_weight(dy, x, &spec.w_shape, &win), &i.dy, &i.x, n + chunks, false)
-                .check(&got, &what)
+            reference(
+                |dy, x| ops::conv::backward_weight(dy, x, &spec.w_shape, &win),
+                &i.dy,
+                &i.x,
+                n + chunks,
+                false,
+            )
+            .check(&got, &what)
         }
     };
     result.unwrap_or_else(|e| panic!("{e}"));
@@ -83,7 +95,10 @@ fn gpu_conv_tc_matches_cpu() {
         let s = ConvShape::new(&spec.x_shape, &spec.w_shape, &spec.win);
         for dir in Direction::ALL {
             let kernel = kernel_for::<f32>(gpu, Math::Tf32, dir, &s);
-            assert!(matches!(kernel, ConvKernel::TensorCore(_)), "tf32 in f32 runs the tensor cores");
+            assert!(
+                matches!(kernel, ConvKernel::TensorCore(_)),
+                "tf32 in f32 runs the tensor cores"
+            );
             check_direction(gpu, &spec, &i, dir, kernel);
         }
     }
@@ -97,14 +112,22 @@ fn gpu_conv_tc_every_variant() {
     let mut rng = ChaCha8Rng::seed_from_u64(22);
     let chosen: Vec<Spec> = specs()
         .into_iter()
-        .filter(|s| s.name.starts_with("resnet group 2 down") || s.name.starts_with("resnet stem") || s.name.starts_with("3x3/2 VALID"))
+        .filter(|s| {
+            s.name.starts_with("resnet group 2 down")
+                || s.name.starts_with("resnet stem")
+                || s.name.starts_with("3x3/2 VALID")
+        })
         .collect();
     assert_eq!(chosen.len(), 3, "the specs this test picks exist");
     for spec in &chosen {
         let i = inputs::<f32>(spec, &mut rng);
         for tile in TILES {
             for dir in Direction::ALL {
-                let splits: &[usize] = if dir == Direction::BackwardWeight { &[1, 24] } else { &[1] };
+                let splits: &[usize] = if dir == Direction::BackwardWeight {
+                    &[1, 24]
+                } else {
+                    &[1]
+                };
                 for &splits in splits {
                     check_direction(gpu, spec, &i, dir, ConvKernel::TensorCore(Variant { tile, splits }));
                 }
@@ -120,7 +143,10 @@ fn gpu_conv_tc_matches_the_emulation() {
     let mut rng = ChaCha8Rng::seed_from_u64(23);
     let same = |k: usize, s: usize, hw: usize| Window::same([k, k], [s, s], [hw, hw]);
     // 16-byte copies (channels multiples of 4), then 4-byte copies.
-    let cases = [([2, 10, 10, 8], [3, 3, 8, 12], same(3, 2, 10)), ([2, 9, 9, 3], [3, 3, 3, 7], same(3, 1, 9))];
+    let cases = [
+        ([2, 10, 10, 8], [3, 3, 8, 12], same(3, 2, 10)),
+        ([2, 9, 9, 3], [3, 3, 3, 7], same(3, 1, 9)),
+    ];
     for (x_shape, w_shape, win) in cases {
         let s = ConvShape::new(&x_shape, &w_shape, &win);
         let mut ints = |shape: &[usize]| {
@@ -151,8 +177,16 @@ fn gpu_conv_tc_matches_the_emulation() {
             }
 
             let mut emu = Emu::default();
-            let ins = [emu.upload(&x, "x"), emu.upload(&w, "w"), emu.upload(&b, "b"), emu.upload(&dy, "dy")];
-            let eo: Vec<u64> = shapes.iter().map(|sh| emu.alloc::<f32>(sh.iter().product(), "out")).collect();
+            let ins = [
+                emu.upload(&x, "x"),
+                emu.upload(&w, "w"),
+                emu.upload(&b, "b"),
+                emu.upload(&dy, "dy"),
+            ];
+            let eo: Vec<u64> = shapes
+                .iter()
+                .map(|sh| emu.alloc::<f32>(sh.iter().product(), "out"))
+                .collect();
             let ew = emu.alloc::<f32>(ws, "partials");
             for plan in plans([ins[0], ins[1], ins[2], ins[3], eo[0], eo[1], eo[2], ew]) {
                 emu.run(&plan, 1).expect("the emulated conv runs");
@@ -179,6 +213,10 @@ pub fn trials() -> Vec<Trial> {
     needing(
         "conv_tc",
         &[&crate::GPU],
-        tests![gpu_conv_tc_matches_cpu, gpu_conv_tc_every_variant, gpu_conv_tc_matches_the_emulation],
+        tests![
+            gpu_conv_tc_matches_cpu,
+            gpu_conv_tc_every_variant,
+            gpu_conv_tc_matches_the_emulation
+        ],
     )
 }

@@ -15,9 +15,9 @@
 mod harness;
 #[path = "../emu/memory.rs"]
 mod memory;
+mod parity;
 #[path = "../emu/tf32.rs"]
 mod tf32;
-mod parity;
 mod util;
 
 mod augment;

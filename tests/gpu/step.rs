@@ -20,6 +20,7 @@ use cifar_kern::backend::{Backend, BatchPlacer, Halt, StepTotals};
 use cifar_kern::cuda::Gpu;
 use cifar_kern::data::Batch;
 use cifar_kern::failure;
+use cifar_kern::layers::Math;
 use cifar_kern::models::{Ctx, ModelKind, ModelState};
 use cifar_kern::optim::{Optimizer, OptimizerConfig};
 use cifar_kern::train::{train_step, TrainOptimizer};
@@ -96,7 +97,7 @@ fn float32_step(
         images: images.cast(),
         labels: labels.to_vec(),
     });
-    train_step(kind, &mut state, &mut optimizer, batch, &mut totals).expect("a finite step");
+    train_step(kind, Math::Fp32, &mut state, &mut optimizer, batch, &mut totals).expect("a finite step");
     let totals = totals.read();
     assert_eq!((totals.steps, totals.first_bad_step), (1, 0), "{kind}: one good step");
     (totals.loss_sum, state.map(Tensor::to_host))
@@ -190,7 +191,7 @@ fn gpu_step_halts_after_a_non_finite_loss() {
             images: Tensor::full(&[2, 32, 32, 3], value),
             labels: vec![0, 1],
         });
-        train_step(kind, state, &mut optimizer, batch, totals).expect("no error on the GPU");
+        train_step(kind, Math::Fp32, state, &mut optimizer, batch, totals).expect("no error on the GPU");
         (state.map(Tensor::to_host), optimizer.step_count())
     };
     let (trained, count) = step(&mut state, &mut totals, 0.5);
@@ -241,7 +242,7 @@ fn gpu_out_of_memory_is_an_error() {
             labels: (0..n as u32).map(|i| i % 10).collect(),
         })
     };
-    let err = train_step(kind, &mut state, &mut optimizer, batch(huge), &mut totals)
+    let err = train_step(kind, Math::Fp32, &mut state, &mut optimizer, batch(huge), &mut totals)
         .unwrap_err()
         .to_string();
     assert!(err.starts_with("out of GPU memory with --batch-size 131072 ("), "{err}");
@@ -252,7 +253,8 @@ fn gpu_out_of_memory_is_an_error() {
         "the failed step changed parameters"
     );
     assert_eq!(optimizer.step_count(), 0);
-    train_step(kind, &mut state, &mut optimizer, batch(8), &mut totals).expect("a small step after the failure");
+    train_step(kind, Math::Fp32, &mut state, &mut optimizer, batch(8), &mut totals)
+        .expect("a small step after the failure");
     assert_eq!(optimizer.step_count(), 1);
 }
 
