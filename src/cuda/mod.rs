@@ -433,6 +433,16 @@ impl Gpu {
         t
     }
 
+    /// A new tensor of zeros (one memset on the stream).
+    pub fn zeros<T: Float>(&self, shape: &[usize]) -> Tensor<T> {
+        let t = self.alloc::<T>(shape);
+        let bytes = t.numel() * std::mem::size_of::<T>();
+        // SAFETY: writes exactly the allocation's bytes, on its stream.
+        unsafe { cudarc::driver::result::memset_d8_async(self.ptr(&t), 0, bytes, self.stream.cu_stream()) }
+            .or_fail(|| "zeroing an allocation".into());
+        t
+    }
+
     /// The raw address of a GPU tensor's memory, for a parameter struct.
     pub fn ptr<T: Float>(&self, t: &Tensor<T>) -> u64 {
         let data = t.gpu_data().expect("a kernel argument must be a GPU tensor");

@@ -154,8 +154,15 @@ pub fn step_plan<T: Float>(
     ]
 }
 
-/// Where each named tensor lives in a flat buffer: consecutive ranges in
-/// name order.
+/// Every tensor of a [`FlatLayout`] starts at a multiple of this many
+/// elements (256 bytes of f32): the tensor-core conv's 16-byte `cp.async`
+/// copies of a weight need a 16-byte-aligned address (else it falls back to
+/// 4-byte copies). The gaps hold zeros, which every update keeps zero (a
+/// zero gradient moves no moment and no parameter).
+pub const FLAT_ALIGN: usize = 64;
+
+/// Where each named tensor lives in a flat buffer: ranges in name order,
+/// each starting at a multiple of [`FLAT_ALIGN`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlatLayout {
     /// (name, shape, offset), sorted by name.
@@ -170,7 +177,7 @@ impl FlatLayout {
             .iter()
             .map(|(name, shape)| {
                 let offset = len;
-                len += shape.iter().product::<usize>();
+                len = (len + shape.iter().product::<usize>()).next_multiple_of(FLAT_ALIGN);
                 (name.clone(), shape.clone(), offset)
             })
             .collect();
@@ -204,7 +211,8 @@ impl FlatLayout {
         self.entries().find(|(n, ..)| *n == name).map(|(.., r)| r)
     }
 
-    /// `tensors` (exactly this layout's names and shapes) concatenated.
+    /// `tensors` (exactly this layout's names and shapes) at their ranges,
+    /// zeros between them.
     pub fn flatten<T: Float>(&self, tensors: &BTreeMap<String, Tensor<T>>) -> Vec<T> {
         assert!(
             tensors.len() == self.entries.len()
@@ -213,7 +221,11 @@ impl FlatLayout {
                     .all(|(name, shape, _)| tensors.get(name).is_some_and(|t| t.shape() == shape)),
             "flatten: the tensors do not have the layout's names and shapes"
         );
-        tensors.values().flat_map(|t| t.data().iter().copied()).collect()
+        let mut flat = vec![T::zero(); self.len];
+        for (name, _, range) in self.entries() {
+            flat[range].copy_from_slice(tensors[name].data());
+        }
+        flat
     }
 
     /// The named tensors of a flat buffer.
@@ -245,13 +257,14 @@ impl<T: DeviceFloat> FlatParams<T> {
     /// flat gradient buffer.
     pub fn adopt(gpu: &Gpu, params: &mut BTreeMap<String, Tensor<T>>) -> Self {
         let layout = FlatLayout::of(params);
-        let flat = gpu.alloc::<T>(&[layout.len()]);
+        // Zeros: the gaps between the tensors stay zero (see FLAT_ALIGN).
+        let flat = gpu.zeros::<T>(&[layout.len()]);
         for (name, shape, range) in layout.entries() {
             let view = flat.view(range.start, shape);
             gpu.copy(&params[name], &view);
             params.insert(name.to_string(), view);
         }
-        let grads = gpu.alloc::<T>(&[layout.len()]);
+        let grads = gpu.zeros::<T>(&[layout.len()]);
         let slots = layout
             .entries()
             .map(|(name, shape, range)| (name.to_string(), grads.view(range.start, shape)));
@@ -432,29 +445,35 @@ mod tests {
     }
 
     #[test]
-    fn layout_is_consecutive_in_name_order() {
+    fn layout_is_aligned_in_name_order() {
         let layout = FlatLayout::new(&shapes());
-        assert_eq!(layout.len(), 4 + 72 + 1);
+        assert_eq!(layout.len(), 3 * FLAT_ALIGN + FLAT_ALIGN);
         let ranges: Vec<_> = layout.entries().map(|(n, _, r)| (n.to_string(), r)).collect();
         assert_eq!(
             ranges,
             [
                 ("a/bias".to_string(), 0..4),
-                ("b/kernel".to_string(), 4..76),
-                ("c/scale".to_string(), 76..77)
+                ("b/kernel".to_string(), 64..136),
+                ("c/scale".to_string(), 192..193)
             ]
         );
-        assert_eq!(layout.range("b/kernel"), Some(4..76));
+        assert_eq!(layout.range("b/kernel"), Some(64..136));
         assert_eq!(layout.range("missing"), None);
     }
 
     #[test]
     fn flatten_round_trips() {
         let layout = FlatLayout::new(&shapes());
-        let flat: Vec<f64> = (0..layout.len()).map(|i| i as f64).collect();
+        let mut flat: Vec<f64> = (0..layout.len()).map(|i| i as f64).collect();
         let tensors = layout.unflatten(&flat);
-        assert_eq!(tensors["b/kernel"].data()[0], 4.0);
+        assert_eq!(tensors["b/kernel"].data()[0], 64.0);
         assert_eq!(FlatLayout::of(&tensors), layout);
+        // The gaps come back as zeros.
+        for (i, v) in flat.iter_mut().enumerate() {
+            if !layout.entries().any(|(.., r)| r.contains(&i)) {
+                *v = 0.0;
+            }
+        }
         assert_eq!(layout.flatten(&tensors), flat);
     }
 

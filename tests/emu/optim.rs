@@ -162,11 +162,11 @@ fn check<T: Float>(kind: &str, one_block: bool) -> Result<(), String> {
         let what = |x: &str| format!("{kind} {x} after update {update} (lr {lr:e})");
         let state = cpu.state_tensors();
         let moment = |prefix: &str| {
-            let data = layout
+            let named = layout
                 .entries()
-                .flat_map(|(name, ..)| state[&format!("opt/{prefix}/{name}")].data().to_vec())
+                .map(|(name, ..)| (name.to_string(), state[&format!("opt/{prefix}/{name}")].clone()))
                 .collect();
-            Tensor::new(&[len], data)
+            Tensor::new(&[len], layout.flatten(&named))
         };
         same_bits(got.next().unwrap(), &flat(&cpu_params), &what("parameters"))?;
         same_bits(got.next().unwrap(), &moment("mu"), &what("mu"))?;
