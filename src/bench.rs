@@ -40,6 +40,7 @@ use crate::optim::OptimizerConfig;
 use crate::tensor::Tensor;
 use crate::train::{math_parser, train_step, TrainOptimizer, TRAIN_MATH};
 use anyhow::{anyhow, bail, Context, Result};
+use rand::SeedableRng;
 use serde_json::{json, Map, Value};
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -133,20 +134,10 @@ pub fn median(xs: &[f32]) -> f64 {
     }
 }
 
-/// A host tensor of `shape` with values spread over [-1, 1) by a cheap
-/// generator (timing does not depend on the values, only on their being
-/// ordinary numbers).
+/// A host tensor of `shape` with values uniform in [-1, 1) (timing does
+/// not depend on the values, only on their being ordinary numbers).
 pub fn random_tensor(shape: &[usize], seed: u64) -> Tensor<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let data = (0..shape.iter().product::<usize>())
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect();
-    Tensor::new(shape, data)
+    Tensor::uniform(shape, -1.0, 1.0, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
 }
 
 // ---------------------------------------------------------------------------
@@ -248,18 +239,13 @@ pub fn conv_plan(s: &ConvShape, dir: Direction, kernel: ConvKernel, p: &ConvPtrs
     }
 }
 
-/// Bytes a direction of `s` must move at least: its two operands read and
-/// its result written once, f32.
-pub fn conv_bytes(dir: Direction, s: &ConvShape) -> f64 {
+/// Bytes a direction of `s` must move at least, f32: every direction reads
+/// two of x (or dx), w (or dw) and y (or dy) and writes the third, once.
+pub fn conv_bytes(s: &ConvShape) -> f64 {
     let x = s.in_rows() * s.c as usize;
     let y = s.out_rows() * s.o as usize;
     let w = s.k() * s.o as usize;
-    let elements = match dir {
-        Direction::Forward => x + w + y,
-        Direction::BackwardData => y + w + x,
-        Direction::BackwardWeight => y + x + w,
-    };
-    4.0 * elements as f64
+    4.0 * (x + w + y) as f64
 }
 
 /// Times launch plans on the GPU alone: before the timed launches a long
@@ -354,7 +340,7 @@ impl ConvTimer {
 /// multiply-adds and compulsory traffic at `ms`.
 pub fn achieved(dir: Direction, s: &ConvShape, ms: f64) -> (f64, f64) {
     let seconds = ms * 1e-3;
-    (dir.flops(s) / seconds / 1e12, conv_bytes(dir, s) / seconds / 1e9)
+    (dir.flops(s) / seconds / 1e12, conv_bytes(s) / seconds / 1e9)
 }
 
 /// The largest GEMM our kernels compute here: a 1x1 conv of 128 x 32 x 32
