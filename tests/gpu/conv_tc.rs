@@ -15,6 +15,7 @@ use crate::conv::{inputs, specs, twice, Inputs, Spec};
 use crate::harness::needing;
 use crate::memory::Emu;
 use crate::tf32::reference;
+use cifar_kern::backend::Backend;
 use cifar_kern::cuda::conv::{
     self, kernel_for, tc_backward_data_plan, tc_backward_weight_plan, tc_forward_plan, tc_weight_workspace_len,
     ConvKernel, ConvShape,
@@ -22,7 +23,10 @@ use cifar_kern::cuda::conv::{
 use cifar_kern::cuda::conv_tiles::{Direction, Variant, TILES};
 use cifar_kern::cuda::Gpu;
 use cifar_kern::layers::{Math, Window};
+use cifar_kern::models::{ModelKind, ModelState};
 use cifar_kern::ops;
+use cifar_kern::optim::OptimizerConfig;
+use cifar_kern::train::TrainOptimizer;
 use cifar_kern::Tensor;
 use libtest_mimic::Trial;
 use rand::{Rng, SeedableRng};
@@ -208,6 +212,21 @@ fn gpu_conv_tc_matches_the_emulation() {
     }
 }
 
+/// The trainer's conv weights, views of the flat parameter buffer, are
+/// 16-byte aligned, so its convs (all but the 3-channel stems) run the
+/// 16-byte-copy kernels.
+fn gpu_trainer_conv_weights_are_16_byte_aligned() {
+    let gpu = crate::gpu();
+    let backend = Backend::Gpu(gpu);
+    for kind in ModelKind::ALL {
+        let mut state = ModelState::<f32>::init(kind, 0).map(|t| backend.place(t.clone()));
+        let _optimizer = TrainOptimizer::new(backend, OptimizerConfig::for_model(kind, 10), &mut state.params);
+        for (name, w) in state.params.iter().filter(|(_, t)| t.shape().len() == 4) {
+            assert_eq!(gpu.ptr(w) % 16, 0, "{kind} {name} sits at {:#x}", gpu.ptr(w));
+        }
+    }
+}
+
 /// The `gpu_` tests of this family, ignored without a usable GPU.
 pub fn trials() -> Vec<Trial> {
     needing(
@@ -216,7 +235,8 @@ pub fn trials() -> Vec<Trial> {
         tests![
             gpu_conv_tc_matches_cpu,
             gpu_conv_tc_every_variant,
-            gpu_conv_tc_matches_the_emulation
+            gpu_conv_tc_matches_the_emulation,
+            gpu_trainer_conv_weights_are_16_byte_aligned
         ],
     )
 }
