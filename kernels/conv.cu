@@ -165,26 +165,6 @@ __device__ void store_tile(gptr<T> out, int m0, int rows, int n0, int cols, cons
 // them, load(outer, red) reads the element (0 in the padding). The loader
 // decodes only in-range indices, so no offset can overflow.
 
-// The output pixel m = (n, oy, ox) as the corner of its window in x.
-struct PixelWindow {
-    int image;  // offset of image n in x
-    int iy0, ix0;
-};
-// Tap k = (ky, kx, ci) of a window.
-struct KernelTap {
-    int ky, kx, ci;
-};
-
-__device__ __forceinline__ PixelWindow pixel_window(const ConvShape& s, int m) {
-    int ox = m % s.ow, rest = m / s.ow;
-    int oy = rest % s.oh, n = rest / s.oh;
-    return {n * s.h * s.w * s.c, oy * s.stride_h - s.pad_h, ox * s.stride_w - s.pad_w};
-}
-__device__ __forceinline__ KernelTap kernel_tap(const ConvShape& s, int k) {
-    int ci = k % s.c, tap = k / s.c;
-    return {tap / s.kw, tap % s.kw, ci};
-}
-
 // patches(x)[m, k]: outer = output pixel, reduction = tap.
 template <typename T>
 struct Patches {

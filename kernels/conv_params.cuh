@@ -1,6 +1,7 @@
-// The geometry of a convolution and the parameter structs of its GEMM
-// kernels, shared by the CUDA-core kernels (conv.cu) and the tensor-core
-// kernels (conv_tc.cu): one Rust twin each in src/cuda/conv.rs.
+// The geometry of a convolution, the parameter structs of its GEMM kernels
+// and the decoding of GEMM indices into pixels and taps, shared by the
+// CUDA-core kernels (conv.cu) and the tensor-core kernels (conv_tc.cu). The
+// structs' Rust twins are in src/cuda/conv_shape.rs and src/cuda/conv.rs.
 #pragma once
 
 #include "common.cuh"
@@ -40,3 +41,25 @@ struct WeightPartialParams {
     int chunk_rows;
     ConvShape s;
 };
+
+// ---- decoding a GEMM index into the convolution's geometry ----------------
+
+// The output pixel m = (n, oy, ox) as the corner of its window in x.
+struct PixelWindow {
+    int image;  // offset of image n in x
+    int iy0, ix0;
+};
+// Tap k = (ky, kx, ci) of a window.
+struct KernelTap {
+    int ky, kx, ci;
+};
+
+__device__ __forceinline__ PixelWindow pixel_window(const ConvShape& s, int m) {
+    int ox = m % s.ow, rest = m / s.ow;
+    int oy = rest % s.oh, n = rest / s.oh;
+    return {n * s.h * s.w * s.c, oy * s.stride_h - s.pad_h, ox * s.stride_w - s.pad_w};
+}
+__device__ __forceinline__ KernelTap kernel_tap(const ConvShape& s, int k) {
+    int ci = k % s.c, tap = k / s.c;
+    return {tap / s.kw, tap % s.kw, ci};
+}

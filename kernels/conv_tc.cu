@@ -290,25 +290,10 @@ struct RowMajor {
     __device__ gptr<const float> base() const { return data; }
 };
 
-// Output pixel m = (n, oy, ox): image n's offset in x and the window's corner.
-struct Window {
-    int image, iy0, ix0;
-};
-__device__ __forceinline__ Window window_of(const ConvShape& s, int m) {
-    int ox = m % s.ow, rest = m / s.ow;
-    int oy = rest % s.oh, n = rest / s.oh;
-    return {n * s.h * s.w * s.c, oy * s.stride_h - s.pad_h, ox * s.stride_w - s.pad_w};
-}
-// Tap k = (ky, kx, ci).
-struct Tap {
-    int ky, kx, ci;
-};
-__device__ __forceinline__ Tap tap_of(const ConvShape& s, int k) {
-    int ci = k % s.c, tap = k / s.c;
-    return {tap / s.kw, tap % s.kw, ci};
-}
-__device__ __forceinline__ gptr<const float> pixel(gptr<const float> x, const ConvShape& s, const Window& w,
-                                                   const Tap& t, bool& inside) {
+// x's element at tap t of window w (inside false in the padding; the
+// decoding of m and k is conv_params.cuh's).
+__device__ __forceinline__ gptr<const float> pixel(gptr<const float> x, const ConvShape& s, const PixelWindow& w,
+                                                   const KernelTap& t, bool& inside) {
     const int iy = w.iy0 + t.ky, ix = w.ix0 + t.kx;
     inside = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w;
     return x + w.image + (iy * s.w + ix) * s.c + t.ci;
@@ -322,10 +307,10 @@ struct Patches {
     static constexpr int VEC = VEC_;
     gptr<const float> x;
     ConvShape s;
-    using Row = Window;
-    using Cursor = Tap;
-    __device__ Row row(int m) const { return window_of(s, m); }
-    __device__ Cursor cursor(int k) const { return tap_of(s, k); }
+    using Row = PixelWindow;
+    using Cursor = KernelTap;
+    __device__ Row row(int m) const { return pixel_window(s, m); }
+    __device__ Cursor cursor(int k) const { return kernel_tap(s, k); }
     __device__ void advance(Cursor& t) const {
         t.ci += BK;
         while (t.ci >= s.c) {
@@ -350,12 +335,12 @@ struct PatchesTransposed {
     static constexpr int VEC = VEC_;
     gptr<const float> x;
     ConvShape s;
-    using Row = Tap;
+    using Row = KernelTap;
     // The output pixel (n, oy, ox), kept as image offset and coordinates.
     struct Cursor {
         int image, oy, ox;
     };
-    __device__ Row row(int k) const { return tap_of(s, k); }
+    __device__ Row row(int k) const { return kernel_tap(s, k); }
     __device__ Cursor cursor(int m) const {
         int ox = m % s.ow, rest = m / s.ow;
         return {rest / s.oh * s.h * s.w * s.c, rest % s.oh, ox};
@@ -371,7 +356,7 @@ struct PatchesTransposed {
         }
     }
     __device__ gptr<const float> at(const Row& t, const Cursor& p, bool& inside) const {
-        Window w{p.image, p.oy * s.stride_h - s.pad_h, p.ox * s.stride_w - s.pad_w};
+        PixelWindow w{p.image, p.oy * s.stride_h - s.pad_h, p.ox * s.stride_w - s.pad_w};
         return pixel(x, s, w, t, inside);
     }
     __device__ gptr<const float> base() const { return x; }
