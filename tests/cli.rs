@@ -6,27 +6,11 @@
 mod cli_util;
 
 use cifar_kern::data::cifar::{TEST_FILE, TRAIN_FILES};
-use cifar_kern::models::ModelKind;
-use cifar_kern::runs::RunDir;
-use cli_util::{run, stderr, synthetic_data, train_args};
+use cli_util::{run, snapshot, stderr, synthetic_data, train_args};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread::sleep;
 use std::time::Duration;
-
-/// Every file of a ResNet run in `out_dir` with its bytes, except the lock
-/// file, which each start rewrites with its process id.
-fn snapshot(out_dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let run = RunDir::new(out_dir, ModelKind::ResNet);
-    let mut files: Vec<_> = fs::read_dir(run.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file() && *p != run.lock_file())
-        .map(|p| (p.clone(), fs::read(&p).unwrap()))
-        .collect();
-    files.sort();
-    files
-}
 
 #[test]
 fn missing_data_dir_says_where_to_put_the_files() {

@@ -9,25 +9,11 @@ mod cli_util;
 use cifar_kern::checkpoint;
 use cifar_kern::models::ModelKind;
 use cifar_kern::runs::RunDir;
-use cli_util::{run, stderr, stdout, synthetic_data, train_args};
+use cli_util::{run, snapshot, stderr, stdout, synthetic_data, train_args};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const CPU_NOTE: &str = "--math tf32 has no effect on the CPU, which always computes in exact fp32";
-
-/// Every file of a ResNet run in `out_dir` with its bytes, except the lock
-/// file, which each start rewrites with its process id.
-fn snapshot(out_dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let run = RunDir::new(out_dir, ModelKind::ResNet);
-    let mut files: Vec<_> = fs::read_dir(run.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file() && *p != run.lock_file())
-        .map(|p| (p.clone(), fs::read(&p).unwrap()))
-        .collect();
-    files.sort();
-    files
-}
 
 /// The `math` a checkpoint's metadata records.
 fn recorded_math(path: &Path) -> Option<String> {

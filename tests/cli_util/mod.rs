@@ -5,11 +5,13 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use cifar_kern::data::cifar::{RECORD_BYTES, TEST_FILE, TRAIN_FILES};
+use cifar_kern::models::ModelKind;
+use cifar_kern::runs::RunDir;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::ffi::OsStr;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use tempfile::TempDir;
@@ -83,4 +85,18 @@ pub fn train_args(data: &Path, out_dir: &Path, epochs: &str, limit: &str) -> Vec
     ]
     .map(String::from)
     .to_vec()
+}
+
+/// Every file of a ResNet run in `out_dir` with its bytes, except the lock
+/// file, which each start rewrites with its process id.
+pub fn snapshot(out_dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let run = RunDir::new(out_dir, ModelKind::ResNet);
+    let mut files: Vec<_> = fs::read_dir(run.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && *p != run.lock_file())
+        .map(|p| (p.clone(), fs::read(&p).unwrap()))
+        .collect();
+    files.sort();
+    files
 }
