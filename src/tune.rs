@@ -73,7 +73,7 @@ pub fn table_text(base: &str, arch: u32, tuned_line: &str, tuned: &[Tuned]) -> R
     let mut table = TileTable::parse(base)?;
     table.remove_arch(arch);
     for t in tuned {
-        table.insert(arch, t.dir, crate::cuda::conv_tiles::shape_key(&t.shape), t.best);
+        table.insert(arch, t.dir, &t.shape, t.best);
     }
     let mut header = FORMAT_HEADER.to_string();
     let own = format!("tuned sm_{arch}:");

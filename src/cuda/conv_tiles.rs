@@ -200,7 +200,37 @@ pub fn candidates(dir: Direction, s: &ConvShape, sm_count: usize) -> Vec<Variant
     out
 }
 
-/// The key of a shape in the table: every field of [`ConvShape`].
+/// Every field of a [`ConvShape`], in order: how the table keys a shape
+/// (compared without formatting anything, as the trainer looks shapes up
+/// at every conv).
+type ShapeFields = [i32; 13];
+
+fn shape_fields(s: &ConvShape) -> ShapeFields {
+    [
+        s.n, s.h, s.w, s.c, s.oh, s.ow, s.o, s.kh, s.kw, s.stride_h, s.stride_w, s.pad_h, s.pad_w,
+    ]
+}
+
+fn shape_of(f: ShapeFields) -> ConvShape {
+    let [n, h, w, c, oh, ow, o, kh, kw, stride_h, stride_w, pad_h, pad_w] = f;
+    ConvShape {
+        n,
+        h,
+        w,
+        c,
+        oh,
+        ow,
+        o,
+        kh,
+        kw,
+        stride_h,
+        stride_w,
+        pad_h,
+        pad_w,
+    }
+}
+
+/// The key of a shape in the table's text: every field of [`ConvShape`].
 pub fn shape_key(s: &ConvShape) -> String {
     format!(
         "n{}.h{}.w{}.c{}.oh{}.ow{}.o{}.k{}x{}.s{}x{}.p{}x{}",
@@ -208,15 +238,27 @@ pub fn shape_key(s: &ConvShape) -> String {
     )
 }
 
+/// The fields of a [`shape_key`], or None if `key` is not one.
+fn parse_shape_key(key: &str) -> Option<ShapeFields> {
+    let numbers: Vec<i32> = key
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|n| !n.is_empty())
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let fields = ShapeFields::try_from(numbers).ok()?;
+    (shape_key(&shape_of(fields)) == key).then_some(fields)
+}
+
 /// The committed table: `sm_<arch> <direction> <shape key> <tile> <splits>`
 /// per line, `#` comments.
 pub const COMMITTED: &str = include_str!("conv_tiles.txt");
 
 /// Tuned variants by (compute capability as 10 x major + minor, direction,
-/// shape key).
+/// shape).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TileTable {
-    entries: BTreeMap<(u32, Direction, String), Variant>,
+    entries: BTreeMap<(u32, Direction, ShapeFields), Variant>,
 }
 
 impl TileTable {
@@ -240,12 +282,13 @@ impl TileTable {
             };
             let arch = arch.strip_prefix("sm_").and_then(|a| a.parse().ok()).ok_or_else(bad)?;
             let dir = Direction::from_name(dir).ok_or_else(bad)?;
+            let shape = parse_shape_key(key).map(shape_of).ok_or_else(bad)?;
             let tile = Tile::parse(tile).ok_or_else(bad)?;
             let splits: usize = splits.parse().ok().filter(|&s| s >= 1).ok_or_else(bad)?;
             if dir != Direction::BackwardWeight && splits != 1 {
                 return Err(bad());
             }
-            table.insert(arch, dir, key.to_string(), Variant { tile, splits });
+            table.insert(arch, dir, &shape, Variant { tile, splits });
         }
         Ok(table)
     }
@@ -255,12 +298,12 @@ impl TileTable {
         Self::parse(COMMITTED).expect("src/cuda/conv_tiles.txt parses")
     }
 
-    pub fn insert(&mut self, arch: u32, dir: Direction, key: String, variant: Variant) {
-        self.entries.insert((arch, dir, key), variant);
+    pub fn insert(&mut self, arch: u32, dir: Direction, s: &ConvShape, variant: Variant) {
+        self.entries.insert((arch, dir, shape_fields(s)), variant);
     }
 
     pub fn get(&self, arch: u32, dir: Direction, s: &ConvShape) -> Option<Variant> {
-        self.entries.get(&(arch, dir, shape_key(s))).copied()
+        self.entries.get(&(arch, dir, shape_fields(s))).copied()
     }
 
     /// The table's variant, else the heuristic's.
@@ -292,7 +335,8 @@ impl TileTable {
         for line in header.lines() {
             out.push_str(&format!("# {line}\n"));
         }
-        for ((arch, dir, key), v) in &self.entries {
+        for ((arch, dir, fields), v) in &self.entries {
+            let key = shape_key(&shape_of(*fields));
             out.push_str(&format!("sm_{arch} {} {key} {} {}\n", dir.name(), v.tile, v.splits));
         }
         out
