@@ -31,15 +31,6 @@ impl ConvUse {
     pub fn peers_key(&self) -> String {
         peers_key(&self.x_shape, &self.w_shape, &self.win)
     }
-
-    /// Floating-point operations of the forward (2 per multiply-add); each
-    /// gradient has as many.
-    pub fn flops(&self) -> f64 {
-        let [n, h, w, _] = self.x_shape;
-        let [oh, ow] = self.win.out_hw([h, w]);
-        let [kh, kw, c, o] = self.w_shape;
-        2.0 * (n * oh * ow) as f64 * (kh * kw * c * o) as f64
-    }
 }
 
 /// [`ConvUse::peers_key`] of a conv (square kernel and stride).
@@ -275,7 +266,9 @@ mod tests {
             .unwrap();
         assert_eq!((down.win.pad_lo, down.win.pad_hi), ([0, 0], [1, 1]));
         // Forward flops: 128 x 16 x 16 output pixels x 3 x 3 x 16 x 32 multiply-adds, twice.
-        assert_eq!(down.flops(), 2.0 * (128 * 16 * 16) as f64 * (9 * 16 * 32) as f64);
+        let shape = crate::cuda::conv_shape::ConvShape::new(&down.x_shape, &down.w_shape, &down.win);
+        let flops = crate::cuda::conv_tiles::Direction::Forward.flops(&shape);
+        assert_eq!(flops, 2.0 * (128 * 16 * 16) as f64 * (9 * 16 * 32) as f64);
     }
 
     #[test]
