@@ -21,8 +21,8 @@
 //! tile table (as `cifar-kern tune --out PATH` writes it). Without a usable
 //! GPU it says so in one line and exits 0.
 
-use cifar_kern::bench::{achieved, gemm_ceilings, kernel_in, median, table, use_tiles_file, ConvBuffers, ConvTimer};
-use cifar_kern::cuda::conv::ConvKernel;
+use cifar_kern::bench::{achieved, gemm_ceilings, median, table, use_tiles_file, ConvBuffers, ConvTimer};
+use cifar_kern::cuda::conv::{kernel_for, ConvKernel};
 use cifar_kern::cuda::conv_tiles::Direction;
 use cifar_kern::cuda::Gpu;
 use cifar_kern::layers::Math;
@@ -77,9 +77,8 @@ fn main() {
             let mut group = c.benchmark_group(&group_name);
             group.throughput(Throughput::Elements(dir.flops(&bufs.shape) as u64));
             for math in Math::ALL {
-                let kernel = kernel_in(gpu, math, dir, &bufs.shape);
-                let partials =
-                    (dir == Direction::BackwardWeight).then(|| gpu.alloc::<f32>(&[bufs.workspace_len(dir, kernel)]));
+                let kernel = kernel_for::<f32>(gpu, math, dir, &bufs.shape);
+                let partials = bufs.workspace(gpu, dir, kernel);
                 let plan = bufs.plan(gpu, dir, kernel, partials.as_ref());
                 let mut fixed = None;
                 let id = BenchmarkId::new(conv.peers_key(), math.name());

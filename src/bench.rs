@@ -27,7 +27,7 @@
 use crate::autograd::{Tape, Var};
 use crate::backend::{Backend, PlacedBatch, StepTotals};
 use crate::counters::{self, Counts, Event};
-use crate::cuda::conv::{self, ConvKernel, ConvShape};
+use crate::cuda::conv::{self, ConvKernel, ConvPtrs, ConvShape};
 use crate::cuda::conv_tiles::{Direction, TileTable, Variant};
 use crate::cuda::launch::Launch;
 use crate::cuda::{self, Gpu};
@@ -173,69 +173,35 @@ impl ConvBuffers {
         }
     }
 
-    /// Elements of f32 the weight gradient's partials need in `kernel`.
-    pub fn workspace_len(&self, dir: Direction, kernel: ConvKernel) -> usize {
-        match (dir, kernel) {
-            (Direction::BackwardWeight, ConvKernel::Simt) => conv::weight_workspace_len(&self.shape),
-            (Direction::BackwardWeight, ConvKernel::TensorCore(v)) => conv::tc_weight_workspace_len(&self.shape, &v),
-            _ => 0,
-        }
-    }
-
     /// The launches of direction `dir` in `kernel`, no bias; `partials`:
-    /// a workspace of [`Self::workspace_len`] elements (the weight gradient).
+    /// a workspace of [`conv::workspace_len`] elements (the weight gradient).
     pub fn plan(&self, gpu: &Gpu, dir: Direction, kernel: ConvKernel, partials: Option<&Tensor<f32>>) -> Vec<Launch> {
         let p = |t: &Tensor<f32>| gpu.ptr(t);
         let ptrs = ConvPtrs {
             x: p(&self.x),
             w: p(&self.w),
+            bias: 0,
             y: p(&self.y),
             dy: p(&self.dy),
             dx: p(&self.dx),
             dw: p(&self.dw),
             partials: partials.map_or(0, p),
         };
-        conv_plan(&self.shape, dir, kernel, &ptrs)
+        conv::plan::<f32>(&self.shape, dir, kernel, &ptrs)
+    }
+
+    /// A workspace for direction `dir` in `kernel`, if it has one.
+    pub fn workspace(&self, gpu: &Gpu, dir: Direction, kernel: ConvKernel) -> Option<Tensor<f32>> {
+        (dir == Direction::BackwardWeight).then(|| gpu.alloc::<f32>(&[conv::workspace_len(dir, &self.shape, kernel)]))
     }
 
     /// Times direction `dir` in `kernel`: GPU ms of each of `iters`
     /// launches of its plan after `warmup` untimed ones.
     pub fn time(&self, timer: &ConvTimer, dir: Direction, kernel: ConvKernel, warmup: usize, iters: usize) -> Vec<f32> {
         let gpu = timer.gpu;
-        let partials = (dir == Direction::BackwardWeight).then(|| gpu.alloc::<f32>(&[self.workspace_len(dir, kernel)]));
+        let partials = self.workspace(gpu, dir, kernel);
         let plan = self.plan(gpu, dir, kernel, partials.as_ref());
         timer.time(&plan, warmup, iters)
-    }
-}
-
-/// Device addresses of a conv's operands (0: not needed).
-#[derive(Clone, Copy, Debug)]
-pub struct ConvPtrs {
-    pub x: u64,
-    pub w: u64,
-    pub y: u64,
-    pub dy: u64,
-    pub dx: u64,
-    pub dw: u64,
-    /// The weight gradient's workspace.
-    pub partials: u64,
-}
-
-/// The launches of direction `dir` of `s` in `kernel` over `p`, no bias.
-pub fn conv_plan(s: &ConvShape, dir: Direction, kernel: ConvKernel, p: &ConvPtrs) -> Vec<Launch> {
-    match (dir, kernel) {
-        (Direction::Forward, ConvKernel::Simt) => conv::forward_plan::<f32>(p.x, p.w, 0, p.y, s),
-        (Direction::Forward, ConvKernel::TensorCore(v)) => conv::tc_forward_plan(p.x, p.w, 0, p.y, s, &v),
-        (Direction::BackwardData, ConvKernel::Simt) => conv::backward_data_plan::<f32>(p.dy, p.w, p.dx, s),
-        (Direction::BackwardData, ConvKernel::TensorCore(v)) => conv::tc_backward_data_plan(p.dy, p.w, p.dx, s, &v),
-        (Direction::BackwardWeight, ConvKernel::Simt) => {
-            assert_ne!(p.partials, 0, "the weight gradient needs its workspace");
-            conv::backward_weight_plan::<f32>(p.dy, p.x, p.partials, p.dw, s)
-        }
-        (Direction::BackwardWeight, ConvKernel::TensorCore(v)) => {
-            assert_ne!(p.partials, 0, "the weight gradient needs its workspace");
-            conv::tc_backward_weight_plan(p.dy, p.x, p.partials, p.dw, s, &v)
-        }
     }
 }
 
@@ -371,14 +337,6 @@ pub fn gemm_ceilings(timer: &ConvTimer, maths: &[Math]) -> Vec<(Math, f64)> {
     maths.iter().map(|&m| (m, best(m))).collect()
 }
 
-/// The kernel `math` runs direction `dir` of `s` with on `gpu`.
-pub fn kernel_in(gpu: &Gpu, math: Math, dir: Direction, s: &ConvShape) -> ConvKernel {
-    match math {
-        Math::Fp32 => ConvKernel::Simt,
-        Math::Tf32 => ConvKernel::TensorCore(gpu.conv_variant(dir, s)),
-    }
-}
-
 /// One conv shape's times in each mode timed.
 #[derive(Clone, Debug)]
 pub struct ConvTiming {
@@ -423,7 +381,7 @@ pub fn time_convs(timer: &ConvTimer, convs: &[SharedConv], maths: &[Math]) -> Ve
             fp32: None,
         };
         for &math in maths {
-            let kernels = Direction::ALL.map(|dir| kernel_in(gpu, math, dir, &bufs.shape));
+            let kernels = Direction::ALL.map(|dir| conv::kernel_for::<f32>(gpu, math, dir, &bufs.shape));
             let ms: [f64; 3] = std::array::from_fn(|d| {
                 median(&bufs.time(timer, Direction::ALL[d], kernels[d], CONV_WARMUP, CONV_ITERS))
             });
@@ -1060,6 +1018,7 @@ mod tests {
         let p = ConvPtrs {
             x: 1 << 20,
             w: 2 << 20,
+            bias: 0,
             y: 3 << 20,
             dy: 4 << 20,
             dx: 5 << 20,
@@ -1079,7 +1038,7 @@ mod tests {
                     if let ConvKernel::TensorCore(v) = kernel {
                         conv::tc_weight_workspace_len(&s, &v);
                     }
-                    crate::cuda::launch::assert_plan_matches_ptx(&conv_plan(&s, dir, kernel, &p));
+                    crate::cuda::launch::assert_plan_matches_ptx(&conv::plan::<f32>(&s, dir, kernel, &p));
                     plans += 1;
                 }
             }

@@ -324,6 +324,69 @@ pub fn backward_bias_plan<T: Float>(dy: u64, partials: u64, db: u64, rows: usize
     ]
 }
 
+/// Device addresses of one convolution's operands for [`plan`]: 0 where a
+/// direction does not use one (`bias` 0: no bias).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConvPtrs {
+    pub x: u64,
+    pub w: u64,
+    pub bias: u64,
+    pub y: u64,
+    pub dy: u64,
+    pub dx: u64,
+    pub dw: u64,
+    /// The weight gradient's workspace ([`workspace_len`] elements of T).
+    pub partials: u64,
+}
+
+/// Elements of T the workspace of direction `dir` of `s` needs in `kernel`
+/// (only the weight gradient has one).
+pub fn workspace_len(dir: Direction, s: &ConvShape, kernel: ConvKernel) -> usize {
+    match (dir, kernel) {
+        (Direction::BackwardWeight, ConvKernel::Simt) => weight_workspace_len(s),
+        (Direction::BackwardWeight, ConvKernel::TensorCore(v)) => tc_weight_workspace_len(s, &v),
+        _ => 0,
+    }
+}
+
+/// The launches of direction `dir` of `s` by `kernel`, over the tensors of T
+/// at `p`.
+pub fn plan<T: Float>(s: &ConvShape, dir: Direction, kernel: ConvKernel, p: &ConvPtrs) -> Vec<Launch> {
+    if dir == Direction::BackwardWeight {
+        assert_ne!(p.partials, 0, "the weight gradient needs its workspace");
+    }
+    match (dir, kernel) {
+        (Direction::Forward, ConvKernel::Simt) => forward_plan::<T>(p.x, p.w, p.bias, p.y, s),
+        (Direction::Forward, ConvKernel::TensorCore(v)) => tc_forward_plan(p.x, p.w, p.bias, p.y, s, &f32_only::<T>(v)),
+        (Direction::BackwardData, ConvKernel::Simt) => backward_data_plan::<T>(p.dy, p.w, p.dx, s),
+        (Direction::BackwardData, ConvKernel::TensorCore(v)) => {
+            tc_backward_data_plan(p.dy, p.w, p.dx, s, &f32_only::<T>(v))
+        }
+        (Direction::BackwardWeight, ConvKernel::Simt) => backward_weight_plan::<T>(p.dy, p.x, p.partials, p.dw, s),
+        (Direction::BackwardWeight, ConvKernel::TensorCore(v)) => {
+            tc_backward_weight_plan(p.dy, p.x, p.partials, p.dw, s, &f32_only::<T>(v))
+        }
+    }
+}
+
+/// The tensor cores take f32 only: TF32 rounds fp32 operands.
+fn f32_only<T: Float>(v: Variant) -> Variant {
+    assert_eq!(T::NAME, "f32", "the tensor-core conv kernels take f32 tensors");
+    v
+}
+
+/// Runs direction `dir` of `s` by `kernel` over `p` (whose tensors the
+/// caller has checked against `s`), with a workspace of its own.
+fn run<T: DeviceFloat>(gpu: &Gpu, s: &ConvShape, dir: Direction, kernel: ConvKernel, mut p: ConvPtrs) {
+    let workspace = (dir == Direction::BackwardWeight).then(|| gpu.alloc::<T>(&[workspace_len(dir, s, kernel)]));
+    if let Some(w) = &workspace {
+        p.partials = gpu.ptr(w);
+    }
+    // SAFETY: the caller checked every tensor of p against s; the workspace
+    // has the plan's length and is freed in stream order after it.
+    unsafe { gpu.run(&plan::<T>(s, dir, kernel, &p)) };
+}
+
 /// `y = conv(x, w) + b` in `math`, shape `[n, oh, ow, o]`.
 pub fn forward<T: DeviceFloat>(
     gpu: &Gpu,
@@ -351,20 +414,15 @@ pub fn forward_with<T: DeviceFloat>(
         assert_eq!(b.shape(), [s.o as usize], "conv bias must have shape [{}]", s.o);
     }
     let y = gpu.alloc::<T>(&s.y_shape());
-    let (x, w, bias, yp) = (gpu.ptr(x), gpu.ptr(w), b.map_or(0, |b| gpu.ptr(b)), gpu.ptr(&y));
-    let plan = match kernel {
-        ConvKernel::Simt => forward_plan::<T>(x, w, bias, yp, &s),
-        ConvKernel::TensorCore(v) => tc_forward_plan(x, w, bias, yp, &s, &f32_only::<T>(v)),
+    let p = ConvPtrs {
+        x: gpu.ptr(x),
+        w: gpu.ptr(w),
+        bias: b.map_or(0, |b| gpu.ptr(b)),
+        y: gpu.ptr(&y),
+        ..ConvPtrs::default()
     };
-    // SAFETY: x, w, b and y have the shapes ConvShape::new checked.
-    unsafe { gpu.run(&plan) };
+    run::<T>(gpu, &s, Direction::Forward, kernel, p);
     y
-}
-
-/// The tensor cores take f32 only: TF32 rounds fp32 operands.
-fn f32_only<T: Float>(v: Variant) -> Variant {
-    assert_eq!(T::NAME, "f32", "the tensor-core conv kernels take f32 tensors");
-    v
 }
 
 /// dL/dx given dL/dy, in `math`.
@@ -393,13 +451,13 @@ pub fn backward_data_with<T: DeviceFloat>(
     let s = ConvShape::new(x_shape, w.shape(), win);
     assert_eq!(dy.shape(), s.y_shape(), "conv backward_data: dy shape");
     let dx = gpu.alloc::<T>(x_shape);
-    let (dyp, wp, dxp) = (gpu.ptr(dy), gpu.ptr(w), gpu.ptr(&dx));
-    let plan = match kernel {
-        ConvKernel::Simt => backward_data_plan::<T>(dyp, wp, dxp, &s),
-        ConvKernel::TensorCore(v) => tc_backward_data_plan(dyp, wp, dxp, &s, &f32_only::<T>(v)),
+    let p = ConvPtrs {
+        dy: gpu.ptr(dy),
+        w: gpu.ptr(w),
+        dx: gpu.ptr(&dx),
+        ..ConvPtrs::default()
     };
-    // SAFETY: dy, w and dx have the shapes checked above.
-    unsafe { gpu.run(&plan) };
+    run::<T>(gpu, &s, Direction::BackwardData, kernel, p);
     dx
 }
 
@@ -444,24 +502,13 @@ pub fn backward_weight_with<T: DeviceFloat>(
 ) {
     let s = ConvShape::new(x.shape(), dw.shape(), win);
     assert_eq!(dy.shape(), s.y_shape(), "conv backward_weight: dy shape");
-    let (dyp, xp, dwp) = (gpu.ptr(dy), gpu.ptr(x), gpu.ptr(dw));
-    let (partials, plan) = match kernel {
-        ConvKernel::Simt => {
-            let partials = gpu.alloc::<T>(&[weight_workspace_len(&s)]);
-            let plan = backward_weight_plan::<T>(dyp, xp, gpu.ptr(&partials), dwp, &s);
-            (partials, plan)
-        }
-        ConvKernel::TensorCore(v) => {
-            let v = f32_only::<T>(v);
-            let partials = gpu.alloc::<T>(&[tc_weight_workspace_len(&s, &v)]);
-            let plan = tc_backward_weight_plan(dyp, xp, gpu.ptr(&partials), dwp, &s, &v);
-            (partials, plan)
-        }
+    let p = ConvPtrs {
+        dy: gpu.ptr(dy),
+        x: gpu.ptr(x),
+        dw: gpu.ptr(dw),
+        ..ConvPtrs::default()
     };
-    // SAFETY: dy, x and dw have the shapes checked above; partials has the
-    // workspace's length.
-    unsafe { gpu.run(&plan) };
-    drop(partials);
+    run::<T>(gpu, &s, Direction::BackwardWeight, kernel, p);
 }
 
 /// dL/db given dL/dy: the sum over batch and pixels, accumulated in f64.
