@@ -18,7 +18,10 @@
 
 use crate::backend::{self, Backend, Labels};
 use crate::float::Float;
-use crate::layers::{batchnorm::BatchStats, Math, Window};
+use crate::layers::{
+    batchnorm::{BatchStats, Epilogue},
+    Math, Window,
+};
 use crate::tensor::Tensor;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -315,34 +318,59 @@ impl<T: Float> Tape<T> {
         })
     }
 
-    /// Train-mode batch norm; also returns the batch statistics.
-    pub fn batch_norm_train(&self, x: &Var<T>, scale: &Var<T>, bias: &Var<T>) -> (Var<T>, Rc<BatchStats<T>>) {
-        let (y, stats) = backend::batch_norm_train(&x.value, &scale.value, &bias.value);
+    /// Train-mode batch norm then `tail` (a residual added, a ReLU), in
+    /// one op; also returns the batch statistics.
+    pub fn batch_norm_train(
+        &self,
+        x: &Var<T>,
+        scale: &Var<T>,
+        bias: &Var<T>,
+        tail: Epilogue<&Var<T>>,
+    ) -> (Var<T>, Rc<BatchStats<T>>) {
+        let values = tail_values(tail);
+        let (y, stats) = backend::batch_norm_train(&x.value, &scale.value, &bias.value, values);
         let stats = Rc::new(stats);
-        let y = self.batch_norm_record(y, x, scale, bias, stats.clone(), true);
+        let y = self.batch_norm_record(y, [x, scale, bias], tail, stats.clone(), true);
         (y, stats)
     }
 
-    /// Eval-mode batch norm with the running statistics.
-    pub fn batch_norm_eval(&self, x: &Var<T>, scale: &Var<T>, bias: &Var<T>, running: BatchStats<T>) -> Var<T> {
-        let y = backend::batch_norm_eval(&x.value, &scale.value, &bias.value, &running);
-        self.batch_norm_record(y, x, scale, bias, Rc::new(running), false)
+    /// Eval-mode batch norm with the running statistics, then `tail`.
+    pub fn batch_norm_eval(
+        &self,
+        x: &Var<T>,
+        scale: &Var<T>,
+        bias: &Var<T>,
+        running: BatchStats<T>,
+        tail: Epilogue<&Var<T>>,
+    ) -> Var<T> {
+        let y = backend::batch_norm_eval(&x.value, &scale.value, &bias.value, &running, tail_values(tail));
+        self.batch_norm_record(y, [x, scale, bias], tail, Rc::new(running), false)
     }
 
     fn batch_norm_record(
         &self,
         y: Tensor<T>,
-        x: &Var<T>,
-        scale: &Var<T>,
-        bias: &Var<T>,
+        [x, scale, bias]: [&Var<T>; 3],
+        tail: Epilogue<&Var<T>>,
         stats: Rc<BatchStats<T>>,
         train: bool,
     ) -> Var<T> {
         let (xv, sv) = (x.value.clone(), scale.value.clone());
-        self.record(Rc::new(y), &[x, scale, bias], move |dy, wanted| {
+        let y = Rc::new(y);
+        // The backward reads y only to mask with the ReLU.
+        let yv = if tail.relu { y.clone() } else { xv.clone() };
+        let grad_tail = Epilogue {
+            residual: tail.residual.map(|_| ()),
+            relu: tail.relu,
+        };
+        let mut inputs = vec![x, scale, bias];
+        inputs.extend(tail.residual);
+        self.record(y, &inputs, move |dy, wanted| {
             let slots = param_slots(wanted);
-            let (dx, ds, db) = backend::batch_norm_backward(dy, &xv, &sv, &stats, train, slots);
-            vec![Some(dx), Some(ds), Some(db)]
+            let g = backend::batch_norm_backward(dy, &xv, &yv, &sv, &stats, train, grad_tail, slots);
+            let mut grads = vec![Some(g.dx), Some(g.dscale), Some(g.dbias)];
+            grads.extend(g.dresidual.map(Some));
+            grads
         })
     }
 
@@ -406,6 +434,14 @@ impl<T: Float> Tape<T> {
         self.record(loss, &[logits], move |dl, _| {
             vec![Some(backend::cross_entropy_backward(&lv, &labels, dl))]
         })
+    }
+}
+
+/// An epilogue's residual as the tensor it holds.
+fn tail_values<T: Float>(tail: Epilogue<&Var<T>>) -> Epilogue<&Tensor<T>> {
+    Epilogue {
+        residual: tail.residual.map(|r| &*r.value),
+        relu: tail.relu,
     }
 }
 

@@ -17,7 +17,11 @@
 use crate::cuda::{self, loss::DeviceTotals, pool::GpuArgmax, staging::BatchStaging, DeviceBuffer, Gpu};
 use crate::data::Batch;
 use crate::float::Float;
-use crate::layers::{batchnorm::BatchStats, loss::EpochTotals, Math, Window};
+use crate::layers::{
+    batchnorm::{BatchStats, Epilogue, Grads as BatchNormGrads},
+    loss::EpochTotals,
+    Math, Window,
+};
 use crate::ops;
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -207,23 +211,34 @@ pub fn conv_backward_bias<T: Float>(dy: &Tensor<T>, slot: Option<&Tensor<T>>) ->
 /// optimiser updates its parameters tensor by tensor and gives none.
 const CPU_SLOT: &str = "gradient slots live on the GPU";
 
-pub fn batch_norm_train<T: Float>(x: &Tensor<T>, scale: &Tensor<T>, bias: &Tensor<T>) -> (Tensor<T>, BatchStats<T>) {
-    match Backend::of_all("batch norm", &[x, scale, bias]) {
-        Backend::Cpu => ops::batchnorm::forward_train(x, scale, bias),
-        Backend::Gpu(gpu) => cuda::batchnorm::forward_train(gpu, x, scale, bias),
+/// Train-mode batch norm then its epilogue, see [`ops::batchnorm::forward_train`].
+pub fn batch_norm_train<T: Float>(
+    x: &Tensor<T>,
+    scale: &Tensor<T>,
+    bias: &Tensor<T>,
+    tail: Epilogue<&Tensor<T>>,
+) -> (Tensor<T>, BatchStats<T>) {
+    let mut inputs = vec![x, scale, bias];
+    inputs.extend(tail.residual);
+    match Backend::of_all("batch norm", &inputs) {
+        Backend::Cpu => ops::batchnorm::forward_train(x, scale, bias, tail),
+        Backend::Gpu(gpu) => cuda::batchnorm::forward_train(gpu, x, scale, bias, tail),
     }
 }
 
+/// Eval-mode batch norm then its epilogue, see [`ops::batchnorm::forward_eval`].
 pub fn batch_norm_eval<T: Float>(
     x: &Tensor<T>,
     scale: &Tensor<T>,
     bias: &Tensor<T>,
     running: &BatchStats<T>,
+    tail: Epilogue<&Tensor<T>>,
 ) -> Tensor<T> {
-    let (mean, var) = (&running.mean, &running.var);
-    match Backend::of_all("batch norm", &[x, scale, bias, mean, var]) {
-        Backend::Cpu => ops::batchnorm::forward_eval(x, scale, bias, mean, var),
-        Backend::Gpu(gpu) => cuda::batchnorm::forward_eval(gpu, x, scale, bias, mean, var),
+    let mut inputs = vec![x, scale, bias, &running.mean, &running.var];
+    inputs.extend(tail.residual);
+    match Backend::of_all("batch norm", &inputs) {
+        Backend::Cpu => ops::batchnorm::forward_eval(x, scale, bias, running, tail),
+        Backend::Gpu(gpu) => cuda::batchnorm::forward_eval(gpu, x, scale, bias, running, tail),
     }
 }
 
@@ -246,26 +261,26 @@ pub fn batch_norm_update_running<T: Float>(
     }
 }
 
-/// `(dx, dscale, dbias)`, see [`ops::batchnorm::backward`]; dscale and
-/// dbias written into `slots` if given (as for [`conv_backward_weight`]).
+/// The gradients of a batch norm and its epilogue, see
+/// [`ops::batchnorm::backward`]; dscale and dbias written into `slots` if
+/// given (as for [`conv_backward_weight`]).
+#[allow(clippy::too_many_arguments)] // the op's arguments, and the slots
 pub fn batch_norm_backward<T: Float>(
     dy: &Tensor<T>,
     x: &Tensor<T>,
+    y: &Tensor<T>,
     scale: &Tensor<T>,
     stats: &BatchStats<T>,
     train: bool,
+    tail: Epilogue<()>,
     slots: Option<[&Tensor<T>; 2]>,
-) -> (Tensor<T>, Tensor<T>, Tensor<T>) {
+) -> BatchNormGrads<T> {
     match (
-        Backend::of_all("batch norm backward", &[dy, x, scale, &stats.mean, &stats.var]),
+        Backend::of_all("batch norm backward", &[dy, x, y, scale, &stats.mean, &stats.var]),
         slots,
     ) {
-        (Backend::Cpu, None) => ops::batchnorm::backward(dy, x, scale, stats, train),
-        (Backend::Gpu(gpu), None) => cuda::batchnorm::backward(gpu, dy, x, scale, stats, train),
-        (Backend::Gpu(gpu), Some([ds, db])) => {
-            let dx = cuda::batchnorm::backward_into(gpu, dy, x, scale, stats, train, [ds, db]);
-            (dx, ds.clone(), db.clone())
-        }
+        (Backend::Cpu, None) => ops::batchnorm::backward(dy, x, y, scale, stats, train, tail),
+        (Backend::Gpu(gpu), slots) => cuda::batchnorm::backward(gpu, dy, x, y, scale, stats, train, tail, slots),
         (Backend::Cpu, Some(_)) => panic!("{CPU_SLOT}"),
     }
 }

@@ -120,6 +120,40 @@ pub mod batchnorm {
     pub const EPS: f64 = 1e-5;
     pub const MOMENTUM: f64 = 0.99;
 
+    /// What follows the normalisation, fused into the batch norm's own
+    /// passes: `y = relu(bn(x) + residual)`, the add and the ReLU each
+    /// optional (every network's `bn, relu`; ResNet's `bn, add, relu`).
+    /// `R` is how the residual is given: a tensor, or a device address.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Epilogue<R> {
+        /// Added after the affine map; of x's shape.
+        pub residual: Option<R>,
+        /// Then `max(y, 0)` (a NaN stays NaN).
+        pub relu: bool,
+    }
+
+    impl<R> Epilogue<R> {
+        /// Nothing after the normalisation.
+        pub const NONE: Self = Epilogue {
+            residual: None,
+            relu: false,
+        };
+        /// A ReLU after the normalisation.
+        pub const RELU: Self = Epilogue {
+            residual: None,
+            relu: true,
+        };
+    }
+
+    /// The gradients of a batch norm and its epilogue.
+    pub struct Grads<T> {
+        pub dx: Tensor<T>,
+        pub dscale: Tensor<T>,
+        pub dbias: Tensor<T>,
+        /// The residual's gradient, when the forward added one.
+        pub dresidual: Option<Tensor<T>>,
+    }
+
     /// What a train-mode forward returns besides `y`.
     pub struct BatchStats<T> {
         /// Batch mean per channel.

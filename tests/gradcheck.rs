@@ -19,7 +19,7 @@
 //! (the stencil moves an element by at most 2h = 2e-4).
 
 use cifar_kern::backend::Backend;
-use cifar_kern::ops::batchnorm::BatchStats;
+use cifar_kern::ops::batchnorm::{self, BatchStats, Epilogue};
 use cifar_kern::{Tape, Tensor, Var, Window};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -159,7 +159,50 @@ fn gradcheck_batch_norm_train() {
     let x = randn(&[3, 4, 4, 5], &mut g);
     let scale = randn(&[5], &mut g);
     let bias = randn(&[5], &mut g);
-    gradcheck(&[x, scale, bias], |t, v| t.batch_norm_train(&v[0], &v[1], &v[2]).0);
+    gradcheck(&[x, scale, bias], |t, v| t.batch_norm_train(&v[0], &v[1], &v[2], Epilogue::NONE).0);
+}
+
+/// The batch norm's fused epilogues (add, ReLU, add then ReLU), train and
+/// eval mode, with the first seed whose pre-ReLU values stay 5e-3 from 0.
+#[test]
+fn gradcheck_batch_norm_epilogue() {
+    for (add, relu, train) in [(true, false, true), (false, true, true), (true, true, true), (true, true, false)] {
+        let draw = |seed| {
+            let mut g = rng(100 + seed);
+            let mut v = vec![randn(&[3, 4, 4, 5], &mut g), randn(&[5], &mut g), randn(&[5], &mut g)];
+            if add {
+                v.push(randn(&[3, 4, 4, 5], &mut g));
+            }
+            v
+        };
+        let running = || {
+            let mut g = rng(7);
+            BatchStats {
+                mean: randn(&[5], &mut g),
+                var: Tensor::uniform(&[5], 0.5, 2.0, &mut g),
+            }
+        };
+        let forward = |t: &Tape<f64>, v: &[Var<f64>], relu: bool| {
+            let tail = Epilogue {
+                residual: v.get(3),
+                relu,
+            };
+            if train {
+                t.batch_norm_train(&v[0], &v[1], &v[2], tail).0
+            } else {
+                t.batch_norm_eval(&v[0], &v[1], &v[2], running(), tail)
+            }
+        };
+        let inputs = (0..200u64)
+            .map(draw)
+            .find(|inputs| {
+                let vars: Vec<_> = inputs.iter().map(|x| Var::constant(x.clone())).collect();
+                let pre = forward(&Tape::no_grad(), &vars, false);
+                !relu || pre.value().data().iter().all(|v| v.abs() >= 5e-3)
+            })
+            .expect("no seed keeps the ReLU inputs clear of 0");
+        gradcheck(&inputs, |t, v| forward(t, v, relu));
+    }
 }
 
 #[test]
@@ -175,7 +218,7 @@ fn gradcheck_batch_norm_eval() {
             mean: mean.clone(),
             var: var.clone(),
         };
-        t.batch_norm_eval(&v[0], &v[1], &v[2], running)
+        t.batch_norm_eval(&v[0], &v[1], &v[2], running, Epilogue::NONE)
     });
 }
 
@@ -259,18 +302,25 @@ fn gradcheck_cross_entropy() {
 
 // ----- composites: BN in train mode, end to end through the loss -----
 
-/// ReLU that records how close its input came to the kink at 0.
-fn relu(t: &Tape<f64>, x: &Var<f64>, margin: &Cell<f64>) -> Var<f64> {
-    let closest = x.value().data().iter().fold(f64::INFINITY, |m, v| m.min(v.abs()));
+/// Train-mode BN (scale `p[0]`, bias `p[1]`) of `x`, plus `residual`, then
+/// ReLU, as the networks run it: one fused op. Records how close the ReLU's
+/// input came to the kink, from the CPU reference without the ReLU.
+fn bn_relu(t: &Tape<f64>, x: &Var<f64>, p: &[Var<f64>], residual: Option<&Var<f64>>, margin: &Cell<f64>) -> Var<f64> {
+    let pre = Epilogue {
+        residual: residual.map(Var::value),
+        relu: false,
+    };
+    let (pre, _) = batchnorm::forward_train(x.value(), p[0].value(), p[1].value(), pre);
+    let closest = pre.data().iter().fold(f64::INFINITY, |m, v| m.min(v.abs()));
     margin.set(margin.get().min(closest));
-    t.relu(x)
+    t.batch_norm_train(x, &p[0], &p[1], Epilogue { residual, relu: true }).0
 }
 
 fn conv_bn_relu(t: &Tape<f64>, x: &Var<f64>, p: &[Var<f64>], stride: usize, margin: &Cell<f64>) -> Var<f64> {
     let k = p[0].shape()[0];
     let win = Window::same([k, k], [stride, stride], [x.shape()[1], x.shape()[2]]);
     let z = t.conv2d(x, &p[0], None, win);
-    relu(t, &t.batch_norm_train(&z, &p[1], &p[2]).0, margin)
+    bn_relu(t, &z, &p[1..3], None, margin)
 }
 
 /// Params for conv(k x k, cin -> cout) + BN: kernel, scale, bias.
@@ -327,9 +377,8 @@ fn gradcheck_composite_residual_block() {
         |t, v, m| {
             let z = conv_bn_relu(t, &v[0], &v[1..4], 2, m);
             let z = t.conv2d(&z, &v[4], None, Window::same([3, 3], [1, 1], [3, 3]));
-            let z = t.batch_norm_train(&z, &v[5], &v[6]).0;
             let shortcut = t.conv2d(&v[0], &v[7], Some(&v[8]), Window::same([1, 1], [2, 2], [6, 6]));
-            let out = relu(t, &t.add(&z, &shortcut), m);
+            let out = bn_relu(t, &z, &v[5..7], Some(&shortcut), m);
             head(t, &out, &v[9], &v[10])
         },
     );
@@ -382,19 +431,18 @@ fn gradcheck_composite_dense_stack() {
             v
         },
         |t, v, m| {
-            let bn_relu = |x: &Var<f64>, p: &[Var<f64>]| relu(t, &t.batch_norm_train(x, &p[0], &p[1]).0, m);
             let mut x = v[0].clone();
             for p in [&v[1..7], &v[7..13]] {
-                let z = t.conv2d(&bn_relu(&x, &p[0..2]), &p[2], None, Window::valid([1, 1], [1, 1]));
+                let z = t.conv2d(&bn_relu(t, &x, &p[0..2], None, m), &p[2], None, Window::valid([1, 1], [1, 1]));
                 let z = t.conv2d(
-                    &bn_relu(&z, &p[3..5]),
+                    &bn_relu(t, &z, &p[3..5], None, m),
                     &p[5],
                     None,
                     Window::same([3, 3], [1, 1], [4, 4]),
                 );
                 x = t.concat(&[&x, &z]);
             }
-            let z = t.conv2d(&bn_relu(&x, &v[13..15]), &v[15], None, Window::valid([1, 1], [1, 1]));
+            let z = t.conv2d(&bn_relu(t, &x, &v[13..15], None, m), &v[15], None, Window::valid([1, 1], [1, 1]));
             head(t, &t.avg_pool(&z, Window::valid([2, 2], [2, 2])), &v[16], &v[17])
         },
     );

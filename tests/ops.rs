@@ -3,13 +3,18 @@
 //! running-statistics updates, eval mode recording nothing, and results that
 //! do not depend on the thread count.
 
-use cifar_kern::ops::{self, batchnorm, pool, Window};
+use cifar_kern::ops::batchnorm::Epilogue;
+use cifar_kern::ops::{self, batchnorm, elementwise, pool, Window};
 use cifar_kern::{Tape, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::rc::Rc;
 
 fn randn(shape: &[usize], seed: u64) -> Tensor<f64> {
+    Tensor::randn(shape, 1.0, &mut ChaCha8Rng::seed_from_u64(seed))
+}
+
+fn randn_f32(shape: &[usize], seed: u64) -> Tensor<f32> {
     Tensor::randn(shape, 1.0, &mut ChaCha8Rng::seed_from_u64(seed))
 }
 
@@ -86,7 +91,7 @@ fn conv_forward_matches_direct_definition() {
 fn batch_norm_train_uses_biased_variance_and_updates_running_stats() {
     let x = randn(&[4, 3, 3, 2], 1);
     let (scale, bias) = (Tensor::new(&[2], vec![2.0, 0.5]), Tensor::new(&[2], vec![0.1, -1.0]));
-    let (y, stats) = batchnorm::forward_train(&x, &scale, &bias);
+    let (y, stats) = batchnorm::forward_train(&x, &scale, &bias, Epilogue::NONE);
     for c in 0..2 {
         let vals: Vec<f64> = x.data().iter().skip(c).step_by(2).copied().collect();
         let m = vals.iter().sum::<f64>() / vals.len() as f64;
@@ -104,8 +109,44 @@ fn batch_norm_train_uses_biased_variance_and_updates_running_stats() {
         assert!((rv.data()[c] - (0.99 + 0.01 * stats.var.data()[c])).abs() < 1e-15);
     }
     // Eval mode with the batch's own statistics reproduces train mode.
-    let eval = batchnorm::forward_eval(&x, &scale, &bias, &stats.mean, &stats.var);
+    let eval = batchnorm::forward_eval(&x, &scale, &bias, &stats, Epilogue::NONE);
     assert!(eval.rel_error(&y, 1e-30) < 1e-14);
+}
+
+/// The fused epilogue computes what the separate ops compute, to the bit:
+/// forward `relu(bn(x) + r)`, and backward through relu, add and bn.
+#[test]
+fn batch_norm_epilogue_equals_the_separate_ops() {
+    let x = randn_f32(&[4, 5, 5, 6], 11);
+    let r = randn_f32(&[4, 5, 5, 6], 12);
+    let dy = randn_f32(&[4, 5, 5, 6], 13);
+    let (scale, bias) = (randn_f32(&[6], 14), randn_f32(&[6], 15));
+    let tails = [
+        (None, false),
+        (None, true),
+        (Some(&r), false),
+        (Some(&r), true),
+    ];
+    for (residual, relu) in tails {
+        let (y, stats) = batchnorm::forward_train(&x, &scale, &bias, Epilogue { residual, relu });
+        let (bn, plain_stats) = batchnorm::forward_train(&x, &scale, &bias, Epilogue::NONE);
+        assert_eq!((&stats.mean, &stats.var), (&plain_stats.mean, &plain_stats.var));
+        let added = residual.map_or(bn.clone(), |r| elementwise::add(&bn, r));
+        let separate = if relu { elementwise::relu(&added) } else { added };
+        assert_eq!(y, separate, "forward, residual {} relu {relu}", residual.is_some());
+        assert!(y.data().iter().any(|&v| v == 0.0) == relu, "the ReLU clips some outputs");
+
+        let tail = Epilogue {
+            residual: residual.map(|_| ()),
+            relu,
+        };
+        let fused = batchnorm::backward(&dy, &x, &y, &scale, &stats, true, tail);
+        let g = if relu { elementwise::relu_backward(&dy, &y) } else { dy.clone() };
+        let plain = batchnorm::backward(&g, &x, &bn, &scale, &stats, true, Epilogue::NONE);
+        assert_eq!(fused.dx, plain.dx);
+        assert_eq!((&fused.dscale, &fused.dbias), (&plain.dscale, &plain.dbias));
+        assert_eq!(fused.dresidual, residual.map(|_| g));
+    }
 }
 
 #[test]
@@ -172,7 +213,7 @@ fn results_do_not_depend_on_thread_count() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
             let y = ops::conv::forward(&x, &w, None, &win);
-            let (bn, _) = batchnorm::forward_train(&y, &Tensor::full(&[8], 1.0), &Tensor::zeros(&[8]));
+            let (bn, _) = batchnorm::forward_train(&y, &Tensor::full(&[8], 1.0), &Tensor::zeros(&[8]), Epilogue::NONE);
             let dw = ops::conv::backward_weight(&bn, &x, w.shape(), &win);
             let dx = ops::conv::backward_data(&bn, x.shape(), &w, &win);
             (bn, dw, dx)

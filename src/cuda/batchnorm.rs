@@ -1,37 +1,43 @@
 //! Launchers for `kernels/batchnorm.cu`: batch normalisation over every axis
-//! but the last, with the signatures and semantics of `ops::batchnorm`
-//! (biased variance, statistics in f64, `EPS` and `MOMENTUM` from there).
+//! but the last, with its [`Epilogue`] (residual add, ReLU) fused in, with
+//! the signatures and semantics of `ops::batchnorm` (biased variance,
+//! statistics in f64, `EPS` and `MOMENTUM` from there).
 //!
-//! Per-channel sums take two launches: `*_partials` writes one f64 partial
-//! per (term, chunk of [`CHUNK_ROWS`] rows, channel) into a workspace, then
-//! `finish_sums` adds each channel's partials in chunk order. The chunking
-//! depends only on the shape, so results are bit-identical run to run.
-//! Each op keeps its partials, per-channel sums and per-channel constants in
-//! one f64 workspace, whose length a `*_workspace_len` fn gives; the
-//! launchers allocate it per call, and it is freed in stream order when it
-//! drops.
+//! A training step runs two launches forward (`stats`, `apply`), two
+//! backward (`grad_sums`, `input_grad`) and `update_running`: five per
+//! layer, where the unfused ops took twelve plus the ReLU's and the add's.
+//! Each reduction is one launch: its blocks write f64 partials per (term,
+//! chunk of rows, channel) into a workspace and the last block to finish
+//! adds them in chunk order, so results are bit-identical run to run. The
+//! last block is found with the GPU's ticket word ([`Gpu::ticket`]), an
+//! integer atomic; no float atomics.
+//!
+//! The workspace holds the partials, then per-channel f64 coefficients; its
+//! length is given by the `*_workspace_len` fns, and the launchers allocate
+//! it per call.
 
 use super::launch::{element_ptr, Launch};
 use super::{launch_1d, DeviceFloat, Gpu, GpuTensor};
 use crate::float::Float;
-use crate::layers::batchnorm::{BatchStats, EPS, MOMENTUM};
+use crate::layers::batchnorm::{BatchStats, Epilogue, Grads, EPS, MOMENTUM};
 use cudarc::driver::LaunchConfig;
 
-/// Rows per chunk of the first reduction level: 131,072 rows (128x32x32)
-/// give 256 chunks.
-const CHUNK_ROWS: usize = 512;
-/// Block shape of the `*_partials` kernels (the constants of the same names
-/// in batchnorm.cu): 32 channels by 8 row lanes.
-const TILE_CHANNELS: usize = 32;
-const ROW_LANES: usize = 8;
-/// Block size of `finish_sums`: one warp per channel.
-const FINISH_THREADS: usize = 256;
-/// Sums per channel in one partials pass: the forward reduces one at a time
-/// (the sum, then the squared deviations), the backward two at once.
-const FORWARD_TERMS: usize = 1;
-const BACKWARD_TERMS: usize = 2;
-/// Rows of the per-channel coefficients: the forward's affine map `[a; b]`,
-/// the backward's gradient coefficients (`GRAD_COEFS` in batchnorm.cu).
+/// Threads per reduction block (`REDUCE_THREADS` in batchnorm.cu): a tile of
+/// channels by row lanes.
+const REDUCE_THREADS: usize = 256;
+/// Channels per reduction block at most: a warp reads 32 consecutive
+/// channels of one row. Fewer channels take a narrower tile and more row
+/// lanes, so no thread idles at 16 channels.
+const MAX_TILE_CHANNELS: usize = 32;
+/// Blocks a reduction aims for (chunks x tiles): a few per SM of an H200
+/// (132 SMs), so the memory system has loads in flight; fixed, so the
+/// chunking (and hence the bits) depends on the shape alone.
+const TARGET_BLOCKS: usize = 512;
+/// Terms each reduction sums per channel: (sum d, sum d^2) forward,
+/// (sum g, sum g * xhat) backward.
+const TERMS: usize = 2;
+/// Rows of the per-channel coefficients: the affine map `[a; b]`, and the
+/// input gradient's (`GRAD_COEFS` in batchnorm.cu).
 const AFFINE_COEFS: usize = 2;
 const GRAD_COEFS: usize = 5;
 
@@ -63,49 +69,26 @@ crate::kernel_params! {
         chunk_rows: u64,
     }
 }
+
 crate::kernel_params! {
-    /// `SumPartialsParams<T>`.
-    pub struct SumPartialsParams {
+    /// `StatsParams` in batchnorm.cu.
+    pub struct StatsParams {
         x: u64,
+        scale: u64,
+        bias: u64,
         partials: u64,
-        g: RowChunks,
-    }
-}
-crate::kernel_params! {
-    /// `SqDevPartialsParams<T>`.
-    pub struct SqDevPartialsParams {
-        x: u64,
-        mean: u64,
-        partials: u64,
-        g: RowChunks,
-    }
-}
-crate::kernel_params! {
-    /// `GradPartialsParams<T>`.
-    pub struct GradPartialsParams {
-        dy: u64,
-        x: u64,
+        ticket: u64,
         mean: u64,
         var: u64,
-        partials: u64,
+        coef: u64,
         g: RowChunks,
         eps: f64,
     }
 }
+
 crate::kernel_params! {
-    /// `FinishParams<T>`.
-    pub struct FinishParams {
-        partials: u64,
-        sums: u64,
-        out: u64,
-        chunks: u64,
-        c: u64,
-        divisor: f64,
-    }
-}
-crate::kernel_params! {
-    /// `AffineParams<T, S>`.
-    pub struct AffineParams {
+    /// `RunningCoefParams` in batchnorm.cu.
+    pub struct RunningCoefParams {
         scale: u64,
         bias: u64,
         mean: u64,
@@ -115,43 +98,56 @@ crate::kernel_params! {
         eps: f64,
     }
 }
+
 crate::kernel_params! {
-    /// `ApplyAffineParams<T>`.
-    pub struct ApplyAffineParams {
+    /// `ApplyParams` in batchnorm.cu.
+    pub struct ApplyParams {
         x: u64,
+        residual: u64,
         coef: u64,
         y: u64,
         n: u64,
         c: u64,
+        relu: u64,
     }
 }
+
 crate::kernel_params! {
-    /// `GradCoefParams<T>`.
-    pub struct GradCoefParams {
+    /// `GradSumsParams` in batchnorm.cu.
+    pub struct GradSumsParams {
+        dy: u64,
+        x: u64,
+        y: u64,
         scale: u64,
         mean: u64,
         var: u64,
-        sums: u64,
+        partials: u64,
+        ticket: u64,
+        dscale: u64,
+        dbias: u64,
         coef: u64,
-        c: u64,
-        rows: u64,
+        g: RowChunks,
         eps: f64,
     }
 }
+
 crate::kernel_params! {
-    /// `InputGradParams<T>`.
+    /// `InputGradParams` in batchnorm.cu.
     pub struct InputGradParams {
         dy: u64,
         x: u64,
+        y: u64,
         coef: u64,
         dx: u64,
+        dresidual: u64,
         n: u64,
         c: u64,
         train: u64,
     }
 }
+
 crate::kernel_params! {
-    /// `UpdateRunningParams<T>`.
+    /// `UpdateRunningParams` in batchnorm.cu.
     pub struct UpdateRunningParams {
         mean: u64,
         var: u64,
@@ -163,12 +159,16 @@ crate::kernel_params! {
     }
 }
 
-/// How a `[rows, c]` channel reduction is cut up.
+/// How a `[rows, c]` channel reduction is cut up: blocks of `tile` channels
+/// by `REDUCE_THREADS / tile` row lanes, over `chunks` chunks of
+/// `chunk_rows` rows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Reduction {
     rows: usize,
     c: usize,
+    tile: usize,
     chunks: usize,
+    chunk_rows: usize,
 }
 
 impl Reduction {
@@ -177,10 +177,21 @@ impl Reduction {
             rows > 0 && c > 0,
             "batch norm of an empty tensor ({rows} rows, {c} channels)"
         );
+        assert!(
+            rows * c < 1 << 32,
+            "batch norm of {rows} x {c} elements: the kernels index below 2^32"
+        );
+        // A power of two, so a block is whole warps.
+        let tile = c.next_power_of_two().min(MAX_TILE_CHANNELS);
+        let lanes = REDUCE_THREADS / tile;
+        let wanted = (TARGET_BLOCKS / c.div_ceil(tile)).clamp(1, rows.div_ceil(lanes));
+        let chunk_rows = rows.div_ceil(wanted);
         Reduction {
             rows,
             c,
-            chunks: rows.div_ceil(CHUNK_ROWS),
+            tile,
+            chunks: rows.div_ceil(chunk_rows),
+            chunk_rows,
         }
     }
 
@@ -194,72 +205,34 @@ impl Reduction {
         RowChunks {
             rows: self.rows as u64,
             c: self.c as u64,
-            chunk_rows: CHUNK_ROWS as u64,
+            chunk_rows: self.chunk_rows as u64,
         }
     }
 
-    /// One block per (chunk, tile of 32 channels).
-    fn partials_launch(&self) -> LaunchConfig {
+    /// One block per (chunk, tile of channels).
+    fn launch(&self) -> LaunchConfig {
         LaunchConfig {
-            grid_dim: (self.chunks as u32, self.c.div_ceil(TILE_CHANNELS) as u32, 1),
-            block_dim: (TILE_CHANNELS as u32, ROW_LANES as u32, 1),
+            grid_dim: (self.chunks as u32, self.c.div_ceil(self.tile) as u32, 1),
+            block_dim: (self.tile as u32, (REDUCE_THREADS / self.tile) as u32, 1),
             shared_mem_bytes: 0,
         }
     }
 
-    /// One warp per channel.
-    fn finish_launch(&self) -> LaunchConfig {
-        LaunchConfig {
-            grid_dim: (self.c.div_ceil(FINISH_THREADS / 32) as u32, 1, 1),
-            block_dim: (FINISH_THREADS as u32, 1, 1),
-            shared_mem_bytes: 0,
-        }
+    /// f64 elements of a workspace of the partials then `coefs` rows of
+    /// per-channel coefficients.
+    fn workspace_len(&self, coefs: usize) -> usize {
+        (TERMS * self.chunks + coefs) * self.c
     }
 
-    /// Adds each channel's partials of term `term` (in chunk order), divides
-    /// by `divisor`, and writes the result as f64 to `sums` and as T to
-    /// `out` (`c` elements each).
-    fn finish<T: Float>(&self, partials: u64, term: usize, divisor: f64, sums: u64, out: u64) -> Launch {
-        let params = FinishParams {
-            partials: element_ptr::<f64>(partials, term * self.chunks * self.c),
-            sums,
-            out,
-            chunks: self.chunks as u64,
-            c: self.c as u64,
-            divisor,
-        };
-        Launch::new::<T, _>("batchnorm", "finish_sums", self.finish_launch(), params)
-    }
-}
-
-/// Where an op's f64 workspace keeps what: the `partials` (`terms` x chunks
-/// x c), then the per-channel `sums` (2 x c: the forward's mean and
-/// variance, the backward's sum dy and sum dy * xhat), then the per-channel
-/// `coef`ficients (`coefs` x c).
-struct Workspace {
-    partials: u64,
-    sums: u64,
-    coef: u64,
-}
-
-impl Workspace {
-    fn len(red: &Reduction, terms: usize, coefs: usize) -> usize {
-        (terms * red.chunks + 2 + coefs) * red.c
-    }
-
-    fn at(base: u64, red: &Reduction, terms: usize) -> Self {
-        let sums = element_ptr::<f64>(base, terms * red.chunks * red.c);
-        Workspace {
-            partials: base,
-            sums,
-            coef: element_ptr::<f64>(sums, 2 * red.c),
-        }
+    /// The coefficients' address in a workspace at `base`.
+    fn coef(&self, base: u64) -> u64 {
+        element_ptr::<f64>(base, TERMS * self.chunks * self.c)
     }
 }
 
 /// f64 elements of [`forward_train_plan`]'s workspace for an input of `x_shape`.
 pub fn forward_train_workspace_len(x_shape: &[usize]) -> usize {
-    Workspace::len(&Reduction::of(x_shape), FORWARD_TERMS, AFFINE_COEFS)
+    Reduction::of(x_shape).workspace_len(AFFINE_COEFS)
 }
 
 /// f64 elements of [`forward_eval_plan`]'s workspace (the affine map) for an
@@ -270,94 +243,90 @@ pub fn forward_eval_workspace_len(x_shape: &[usize]) -> usize {
 
 /// f64 elements of [`backward_plan`]'s workspace for an input of `x_shape`.
 pub fn backward_workspace_len(x_shape: &[usize]) -> usize {
-    Workspace::len(&Reduction::of(x_shape), BACKWARD_TERMS, GRAD_COEFS)
+    Reduction::of(x_shape).workspace_len(GRAD_COEFS)
 }
 
-/// The affine coefficients `coef = [a; b]` (`2 * c` f64s) with
-/// `a = scale / sqrt(var + eps)`, `b = bias - mean * a`, from statistics held
-/// as f64 (`kernel` = "batch_affine") or as T ("running_affine").
-fn affine_launch<T: Float>(kernel: &str, scale: u64, bias: u64, stats: StatsPtrs, coef: u64, c: usize) -> Launch {
-    let params = AffineParams {
-        scale,
-        bias,
-        mean: stats.mean,
-        var: stats.var,
-        coef,
-        c: c as u64,
-        eps: EPS,
-    };
-    Launch::new::<T, _>("batchnorm", kernel, launch_1d(c), params)
-}
-
-/// `y = x * a + b` over `n` elements with the per-channel `coef = [a; b]`.
-fn apply_affine_launch<T: Float>(x: u64, coef: u64, y: u64, n: usize, c: usize) -> Launch {
-    let params = ApplyAffineParams {
+/// `y = relu((T)(x * a + b) + residual)` over `n` elements with the
+/// per-channel `coef = [a; b]`.
+fn apply_launch<T: Float>(x: u64, coef: u64, tail: Epilogue<u64>, y: u64, n: usize, c: usize) -> Launch {
+    let params = ApplyParams {
         x,
+        residual: tail.residual.unwrap_or(0),
         coef,
         y,
         n: n as u64,
         c: c as u64,
+        relu: tail.relu.into(),
     };
-    Launch::new::<T, _>("batchnorm", "apply_affine", launch_1d(n), params)
+    Launch::new::<T, _>("batchnorm", "apply", launch_1d(n), params)
 }
 
 /// Train mode: `y` = `x` normalised with its batch statistics, which go to
-/// `batch`. `x` and `y` hold the elements of `x_shape` (channels last) of T,
-/// `scale` and `bias` `c` of T, `workspace` [`forward_train_workspace_len`] f64s.
+/// `batch`, then `tail` (the residual given by its address). `x`, `y` and a
+/// residual hold the elements of `x_shape` (channels last) of T, `scale` and
+/// `bias` `c` of T, `workspace` [`forward_train_workspace_len`] f64s;
+/// `ticket` is a u32 that is 0 ([`Gpu::ticket`]).
+#[allow(clippy::too_many_arguments)] // one per buffer of the op
 pub fn forward_train_plan<T: Float>(
     x: u64,
     x_shape: &[usize],
     scale: u64,
     bias: u64,
+    tail: Epilogue<u64>,
     y: u64,
     batch: StatsPtrs,
     workspace: u64,
+    ticket: u64,
 ) -> Vec<Launch> {
     let red = Reduction::of(x_shape);
-    let ws = Workspace::at(workspace, &red, FORWARD_TERMS);
-    // The batch mean, then the biased variance, in f64.
-    let moments = StatsPtrs {
-        mean: ws.sums,
-        var: element_ptr::<f64>(ws.sums, red.c),
-    };
-    let sum = SumPartialsParams {
+    let coef = red.coef(workspace);
+    let stats = StatsParams {
         x,
-        partials: ws.partials,
+        scale,
+        bias,
+        partials: workspace,
+        ticket,
+        mean: batch.mean,
+        var: batch.var,
+        coef,
         g: red.row_chunks(),
+        eps: EPS,
     };
-    let sq_dev = SqDevPartialsParams {
-        x,
-        mean: moments.mean,
-        partials: ws.partials,
-        g: red.row_chunks(),
-    };
-    let rows = red.rows as f64;
     vec![
-        Launch::new::<T, _>("batchnorm", "sum_partials", red.partials_launch(), sum),
-        red.finish::<T>(ws.partials, 0, rows, moments.mean, batch.mean),
-        Launch::new::<T, _>("batchnorm", "sq_dev_partials", red.partials_launch(), sq_dev),
-        red.finish::<T>(ws.partials, 0, rows, moments.var, batch.var),
-        affine_launch::<T>("batch_affine", scale, bias, moments, ws.coef, red.c),
-        apply_affine_launch::<T>(x, ws.coef, y, red.rows * red.c, red.c),
+        Launch::new::<T, _>("batchnorm", "stats", red.launch(), stats),
+        apply_launch::<T>(x, coef, tail, y, red.rows * red.c, red.c),
     ]
 }
 
-/// Eval mode: `y` = `x` normalised with the `running` statistics. `x` and
-/// `y` hold the elements of `x_shape` (channels last) of T, `scale` and
-/// `bias` `c` of T, `workspace` [`forward_eval_workspace_len`] f64s.
+/// Eval mode: `y` = `x` normalised with the `running` statistics, then
+/// `tail`. Buffers as for [`forward_train_plan`], `workspace`
+/// [`forward_eval_workspace_len`] f64s.
+#[allow(clippy::too_many_arguments)] // one per buffer of the op
 pub fn forward_eval_plan<T: Float>(
     x: u64,
     x_shape: &[usize],
     scale: u64,
     bias: u64,
     running: StatsPtrs,
+    tail: Epilogue<u64>,
     y: u64,
     workspace: u64,
 ) -> Vec<Launch> {
     let c = *x_shape.last().expect("batch norm of a scalar");
+    let n: usize = x_shape.iter().product();
+    assert!(n < 1 << 32, "batch norm of {n} elements: the kernels index below 2^32");
+    let coefficients = RunningCoefParams {
+        scale,
+        bias,
+        mean: running.mean,
+        var: running.var,
+        coef: workspace,
+        c: c as u64,
+        eps: EPS,
+    };
     vec![
-        affine_launch::<T>("running_affine", scale, bias, running, workspace, c),
-        apply_affine_launch::<T>(x, workspace, y, x_shape.iter().product(), c),
+        Launch::new::<T, _>("batchnorm", "running_coefficients", launch_1d(c), coefficients),
+        apply_launch::<T>(x, workspace, tail, y, n, c),
     ]
 }
 
@@ -378,66 +347,71 @@ pub fn update_running_plan<T: Float>(running: StatsPtrs, batch: StatsPtrs, halte
 
 /// The gradients given `dy`; `stats` are the statistics the forward
 /// normalised with (the batch's in train mode, the running ones in eval
-/// mode). `dy` and `x` hold the elements of `x_shape` (channels last) of T,
-/// `scale` `c` of T, `workspace` [`backward_workspace_len`] f64s.
+/// mode), `y` the forward's output (read only when `tail.relu`), and
+/// `tail.residual` where the residual's gradient goes, if the forward added
+/// one. `dy`, `x`, `y` and the gradients of x's shape hold the elements of
+/// `x_shape` (channels last) of T, `scale` `c` of T, `workspace`
+/// [`backward_workspace_len`] f64s; `ticket` as for [`forward_train_plan`].
 #[allow(clippy::too_many_arguments)] // one per buffer and flag of the op
 pub fn backward_plan<T: Float>(
     dy: u64,
     x: u64,
+    y: u64,
     x_shape: &[usize],
     scale: u64,
     stats: StatsPtrs,
     train: bool,
+    tail: Epilogue<u64>,
     grads: GradPtrs,
     workspace: u64,
+    ticket: u64,
 ) -> Vec<Launch> {
     let red = Reduction::of(x_shape);
-    let (rows, c) = (red.rows, red.c);
-    let ws = Workspace::at(workspace, &red, BACKWARD_TERMS);
-    // sums[0] = sum dy (= dbias), sums[1] = sum dy * xhat (= dscale), in f64.
-    let (sum_dy, sum_dy_xhat) = (ws.sums, element_ptr::<f64>(ws.sums, c));
-    let partials = GradPartialsParams {
+    let coef = red.coef(workspace);
+    // Null: no ReLU to mask the gradient with.
+    let mask = if tail.relu { y } else { 0 };
+    let sums = GradSumsParams {
         dy,
         x,
-        mean: stats.mean,
-        var: stats.var,
-        partials: ws.partials,
-        g: red.row_chunks(),
-        eps: EPS,
-    };
-    let coefficients = GradCoefParams {
+        y: mask,
         scale,
         mean: stats.mean,
         var: stats.var,
-        sums: ws.sums,
-        coef: ws.coef,
-        c: c as u64,
-        rows: rows as u64,
+        partials: workspace,
+        ticket,
+        dscale: grads.dscale,
+        dbias: grads.dbias,
+        coef,
+        g: red.row_chunks(),
         eps: EPS,
     };
+    let n = red.rows * red.c;
     let input_grad = InputGradParams {
         dy,
         x,
-        coef: ws.coef,
+        y: mask,
+        coef,
         dx: grads.dx,
-        n: (rows * c) as u64,
-        c: c as u64,
-        train: train as u64,
+        dresidual: tail.residual.unwrap_or(0),
+        n: n as u64,
+        c: red.c as u64,
+        train: train.into(),
     };
     vec![
-        Launch::new::<T, _>("batchnorm", "grad_partials", red.partials_launch(), partials),
-        red.finish::<T>(ws.partials, 0, 1.0, sum_dy, grads.dbias),
-        red.finish::<T>(ws.partials, 1, 1.0, sum_dy_xhat, grads.dscale),
-        Launch::new::<T, _>("batchnorm", "grad_coefficients", launch_1d(c), coefficients),
-        Launch::new::<T, _>("batchnorm", "input_grad", launch_1d(rows * c), input_grad),
+        Launch::new::<T, _>("batchnorm", "grad_sums", red.launch(), sums),
+        Launch::new::<T, _>("batchnorm", "input_grad", launch_1d(n), input_grad),
     ]
 }
 
-/// The channels of `x`, checking `scale` and `bias` as the CPU op does.
-fn checked_channels<T>(x: &GpuTensor<T>, scale: &GpuTensor<T>, bias: &GpuTensor<T>) -> usize {
+/// The channels of `x`, checking `scale`, `bias` and a residual as the CPU
+/// op does.
+fn checked_channels<T>(x: &GpuTensor<T>, scale: &GpuTensor<T>, bias: &GpuTensor<T>, tail: Epilogue<&GpuTensor<T>>) -> usize {
     let c = *x.shape().last().expect("batch norm of a scalar");
     assert_eq!(scale.shape(), [c], "batch norm scale must have shape [{c}]");
     assert_eq!(bias.shape(), [c], "batch norm bias must have shape [{c}]");
+    if let Some(r) = tail.residual {
+        assert_eq!(r.shape(), x.shape(), "batch norm residual must have x's shape");
+    }
     c
 }
 
@@ -448,14 +422,23 @@ fn stats_ptrs<T: DeviceFloat>(gpu: &Gpu, stats: &GpuBatchStats<T>) -> StatsPtrs 
     }
 }
 
-/// Train mode: normalise with the batch statistics, and return them.
+fn tail_ptrs<T: DeviceFloat>(gpu: &Gpu, tail: Epilogue<&GpuTensor<T>>) -> Epilogue<u64> {
+    Epilogue {
+        residual: tail.residual.map(|r| gpu.ptr(r)),
+        relu: tail.relu,
+    }
+}
+
+/// Train mode: normalise with the batch statistics, then `tail`; also
+/// returns the statistics.
 pub fn forward_train<T: DeviceFloat>(
     gpu: &Gpu,
     x: &GpuTensor<T>,
     scale: &GpuTensor<T>,
     bias: &GpuTensor<T>,
+    tail: Epilogue<&GpuTensor<T>>,
 ) -> (GpuTensor<T>, GpuBatchStats<T>) {
-    let c = checked_channels(x, scale, bias);
+    let c = checked_channels(x, scale, bias, tail);
     let workspace = gpu.alloc::<f64>(&[forward_train_workspace_len(x.shape())]);
     let y = gpu.alloc::<T>(x.shape());
     let stats = GpuBatchStats {
@@ -467,45 +450,44 @@ pub fn forward_train<T: DeviceFloat>(
         x.shape(),
         gpu.ptr(scale),
         gpu.ptr(bias),
+        tail_ptrs(gpu, tail),
         gpu.ptr(&y),
         stats_ptrs(gpu, &stats),
         gpu.ptr(&workspace),
+        gpu.ticket(),
     );
-    // SAFETY: x and y have x's shape, scale, bias and the statistics c
-    // elements, the workspace its length.
+    // SAFETY: x, y and a residual have x's shape, scale, bias and the
+    // statistics c elements (checked above), the workspace its length.
     unsafe { gpu.run(&plan) };
     (y, stats)
 }
 
-/// Eval mode: normalise with the running statistics.
+/// Eval mode: normalise with the running statistics, then `tail`.
 pub fn forward_eval<T: DeviceFloat>(
     gpu: &Gpu,
     x: &GpuTensor<T>,
     scale: &GpuTensor<T>,
     bias: &GpuTensor<T>,
-    running_mean: &GpuTensor<T>,
-    running_var: &GpuTensor<T>,
+    running: &GpuBatchStats<T>,
+    tail: Epilogue<&GpuTensor<T>>,
 ) -> GpuTensor<T> {
-    let c = checked_channels(x, scale, bias);
-    assert_eq!(running_mean.shape(), [c], "running mean shape");
-    assert_eq!(running_var.shape(), [c], "running variance shape");
+    let c = checked_channels(x, scale, bias, tail);
+    assert_eq!(running.mean.shape(), [c], "running mean shape");
+    assert_eq!(running.var.shape(), [c], "running variance shape");
     let workspace = gpu.alloc::<f64>(&[forward_eval_workspace_len(x.shape())]);
     let y = gpu.alloc::<T>(x.shape());
-    let running = StatsPtrs {
-        mean: gpu.ptr(running_mean),
-        var: gpu.ptr(running_var),
-    };
     let plan = forward_eval_plan::<T>(
         gpu.ptr(x),
         x.shape(),
         gpu.ptr(scale),
         gpu.ptr(bias),
-        running,
+        stats_ptrs(gpu, running),
+        tail_ptrs(gpu, tail),
         gpu.ptr(&y),
         gpu.ptr(&workspace),
     );
-    // SAFETY: x and y have x's shape, scale, bias and the running statistics
-    // c elements (checked above), the workspace its length.
+    // SAFETY: x, y and a residual have x's shape, scale, bias and the
+    // running statistics c elements (checked above), the workspace its length.
     unsafe { gpu.run(&plan) };
     y
 }
@@ -533,61 +515,68 @@ pub fn update_running<T: DeviceFloat>(
     unsafe { gpu.run(&plan) };
 }
 
-/// Gradients `(dx, dscale, dbias)`. `stats` are the statistics the forward
-/// normalised with: the batch's in train mode, the running ones in eval mode.
+/// The gradients given `dy`, as `ops::batchnorm::backward`; `dscale` and
+/// `dbias` are written into `slots` when given (views of the flat gradient
+/// buffer: every view of it sees the result), else into new tensors.
+#[allow(clippy::too_many_arguments)] // the CPU op's arguments, and the slots
 pub fn backward<T: DeviceFloat>(
     gpu: &Gpu,
     dy: &GpuTensor<T>,
     x: &GpuTensor<T>,
+    y: &GpuTensor<T>,
     scale: &GpuTensor<T>,
     stats: &GpuBatchStats<T>,
     train: bool,
-) -> (GpuTensor<T>, GpuTensor<T>, GpuTensor<T>) {
-    let (dscale, dbias) = (gpu.alloc::<T>(scale.shape()), gpu.alloc::<T>(scale.shape()));
-    let dx = backward_into(gpu, dy, x, scale, stats, train, [&dscale, &dbias]);
-    (dx, dscale, dbias)
-}
-
-/// [`backward`] with `dscale` and `dbias` written into `[dscale, dbias]`,
-/// which may be views (parameters' slots in the flat gradient buffer: every
-/// view of that buffer sees the result); returns `dx`.
-pub fn backward_into<T: DeviceFloat>(
-    gpu: &Gpu,
-    dy: &GpuTensor<T>,
-    x: &GpuTensor<T>,
-    scale: &GpuTensor<T>,
-    stats: &GpuBatchStats<T>,
-    train: bool,
-    [dscale, dbias]: [&GpuTensor<T>; 2],
-) -> GpuTensor<T> {
+    tail: Epilogue<()>,
+    slots: Option<[&GpuTensor<T>; 2]>,
+) -> Grads<T> {
     let c = scale.numel();
-    assert_eq!(dscale.shape(), [c], "batch norm backward: dscale shape");
-    assert_eq!(dbias.shape(), [c], "batch norm backward: dbias shape");
-    assert_eq!(dy.shape(), x.shape(), "batch norm backward: dy and x shapes");
+    for (t, what) in [(dy, "dy"), (y, "y")] {
+        assert_eq!(t.shape(), x.shape(), "batch norm backward: {what} and x shapes");
+    }
     assert_eq!(x.shape().last(), Some(&c), "batch norm backward: channels");
     assert_eq!(stats.mean.shape(), [c], "batch norm backward: mean shape");
     assert_eq!(stats.var.shape(), [c], "batch norm backward: variance shape");
+    let [dscale, dbias] = match slots {
+        Some(slots) => slots.map(Clone::clone),
+        None => [gpu.alloc::<T>(&[c]), gpu.alloc::<T>(&[c])],
+    };
+    assert_eq!(dscale.shape(), [c], "batch norm backward: dscale shape");
+    assert_eq!(dbias.shape(), [c], "batch norm backward: dbias shape");
     let workspace = gpu.alloc::<f64>(&[backward_workspace_len(x.shape())]);
     let dx = gpu.alloc::<T>(x.shape());
+    let dresidual = tail.residual.map(|()| gpu.alloc::<T>(x.shape()));
     let grads = GradPtrs {
         dx: gpu.ptr(&dx),
-        dscale: gpu.ptr(dscale),
-        dbias: gpu.ptr(dbias),
+        dscale: gpu.ptr(&dscale),
+        dbias: gpu.ptr(&dbias),
     };
     let plan = backward_plan::<T>(
         gpu.ptr(dy),
         gpu.ptr(x),
+        gpu.ptr(y),
         x.shape(),
         gpu.ptr(scale),
         stats_ptrs(gpu, stats),
         train,
+        Epilogue {
+            residual: dresidual.as_ref().map(|d| gpu.ptr(d)),
+            relu: tail.relu,
+        },
         grads,
         gpu.ptr(&workspace),
+        gpu.ticket(),
     );
-    // SAFETY: dy, x and dx have x's shape, scale, the statistics, dscale and
-    // dbias c elements (checked above), the workspace its length.
+    // SAFETY: dy, x, y, dx and dresidual have x's shape, scale, the
+    // statistics, dscale and dbias c elements (checked above), the
+    // workspace its length.
     unsafe { gpu.run(&plan) };
-    dx
+    Grads {
+        dx,
+        dscale,
+        dbias,
+        dresidual,
+    }
 }
 
 #[cfg(test)]
@@ -596,54 +585,39 @@ mod tests {
 
     #[test]
     fn chunks_cover_every_row_once() {
-        for (rows, chunks) in [(16, 1), (512, 1), (513, 2), (2048, 4), (28_800, 57), (131_072, 256)] {
-            let red = Reduction::new(rows, 8);
-            assert_eq!(red.chunks, chunks, "{rows} rows");
-            assert!(red.chunks * CHUNK_ROWS >= rows && (red.chunks - 1) * CHUNK_ROWS < rows);
-            assert_eq!(red.partials_launch().grid_dim.0 as usize, chunks);
+        for (rows, c) in [(16, 8), (512, 40), (513, 3), (2048, 16), (28_800, 12), (131_072, 16), (8192, 1024)] {
+            let red = Reduction::new(rows, c);
+            assert!(red.chunks * red.chunk_rows >= rows, "{rows} rows");
+            assert!((red.chunks - 1) * red.chunk_rows < rows, "{rows} rows: an empty chunk");
+            assert_eq!(red.launch().grid_dim.0 as usize, red.chunks);
+            let blocks = red.chunks * c.div_ceil(red.tile);
+            assert!(blocks <= TARGET_BLOCKS.max(c.div_ceil(red.tile)), "{rows} x {c}: {blocks} blocks");
         }
+        // ResNet's first layers: 512 chunks of 256 rows, 16 rows per lane.
+        let red = Reduction::new(131_072, 16);
+        assert_eq!((red.chunks, red.chunk_rows), (512, 256));
     }
 
     #[test]
-    fn tiles_cover_every_channel() {
-        for (c, tiles) in [(8, 1), (32, 1), (33, 2), (184, 6), (256, 8)] {
-            let cfg = Reduction::new(131_072, c).partials_launch();
-            assert_eq!(cfg.grid_dim.1, tiles, "{c} channels");
-            assert_eq!(cfg.block_dim, (32, 8, 1));
-        }
-    }
-
-    #[test]
-    fn finish_has_a_warp_per_channel() {
-        for c in [8, 12, 184, 256, 257] {
-            let cfg = Reduction::new(2048, c).finish_launch();
-            assert!(cfg.grid_dim.0 as usize * cfg.block_dim.0 as usize / 32 >= c);
-            assert_eq!(cfg.block_dim.0 % 32, 0);
+    fn tiles_cover_every_channel_with_whole_warps() {
+        for (c, tile, tiles) in [(3, 4, 1), (8, 8, 1), (16, 16, 1), (24, 32, 1), (32, 32, 1), (33, 32, 2), (184, 32, 6)] {
+            let cfg = Reduction::new(131_072, c).launch();
+            assert_eq!((cfg.block_dim.0, cfg.grid_dim.1), (tile, tiles), "{c} channels");
+            assert_eq!(cfg.block_dim.0 * cfg.block_dim.1, REDUCE_THREADS as u32);
         }
     }
 
     #[test]
     fn workspace_sizes_and_offsets() {
         let red = Reduction::new(28_800, 12);
-        assert_eq!(backward_workspace_len(&[128, 15, 15, 12]), (2 * 57 + 2 + 5) * 12);
-        assert_eq!(forward_train_workspace_len(&[28_800, 12]), (57 + 2 + 2) * 12);
+        assert_eq!(backward_workspace_len(&[128, 15, 15, 12]), (2 * red.chunks + 5) * 12);
+        assert_eq!(forward_train_workspace_len(&[28_800, 12]), (2 * red.chunks + 2) * 12);
         assert_eq!(forward_eval_workspace_len(&[28_800, 12]), 2 * 12);
-        let ws = Workspace::at(0x1000, &red, 2);
-        assert_eq!((ws.partials, ws.sums), (0x1000, 0x1000 + 8 * 2 * 57 * 12));
-        assert_eq!(ws.coef, ws.sums + 8 * 2 * 12);
-        assert_eq!(
-            red.row_chunks(),
-            RowChunks {
-                rows: 28_800,
-                c: 12,
-                chunk_rows: 512
-            }
-        );
-        assert_eq!(element_ptr::<f64>(0x1000, 3), 0x1018);
+        assert_eq!(red.coef(0x1000), 0x1000 + 8 * 2 * red.chunks as u64 * 12);
     }
 
     #[test]
-    fn plans_match_the_kernels() {
+    fn a_training_step_takes_five_launches() {
         let shape = [128, 15, 15, 12];
         let stats = StatsPtrs { mean: 1, var: 2 };
         let grads = GradPtrs {
@@ -651,23 +625,19 @@ mod tests {
             dscale: 4,
             dbias: 5,
         };
-        let mut plan = forward_train_plan::<f32>(6, &shape, 7, 8, 9, stats, 10);
-        assert_eq!(plan.len(), 6);
-        plan.extend(forward_eval_plan::<f32>(6, &shape, 7, 8, stats, 9, 10));
-        plan.extend(update_running_plan::<f64>(stats, stats, 0, 12));
-        let backward = backward_plan::<f64>(6, 7, &shape, 8, stats, true, grads, 10);
-        let kernels: Vec<_> = backward.iter().map(|l| l.kernel.as_str()).collect();
+        let tail = Epilogue {
+            residual: Some(11),
+            relu: true,
+        };
+        let mut plan = forward_train_plan::<f32>(6, &shape, 7, 8, tail, 9, stats, 10, 12);
+        plan.extend(backward_plan::<f32>(6, 7, 9, &shape, 8, stats, true, tail, grads, 10, 12));
+        plan.extend(update_running_plan::<f32>(stats, stats, 0, 12));
+        let kernels: Vec<_> = plan.iter().map(|l| l.kernel.as_str()).collect();
         assert_eq!(
             kernels,
-            [
-                "grad_partials_f64",
-                "finish_sums_f64",
-                "finish_sums_f64",
-                "grad_coefficients_f64",
-                "input_grad_f64"
-            ]
+            ["stats_f32", "apply_f32", "grad_sums_f32", "input_grad_f32", "update_running_f32"]
         );
-        plan.extend(backward);
+        plan.extend(forward_eval_plan::<f64>(6, &shape, 7, 8, stats, Epilogue::NONE, 9, 10));
         crate::cuda::launch::assert_plan_matches_ptx(&plan);
     }
 }

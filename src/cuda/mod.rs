@@ -139,6 +139,9 @@ pub struct Gpu {
     /// 1 as a scalar of f32 and of f64, uploaded once: the seed of every
     /// backward from a loss, so no step uploads it.
     ones: (Tensor<f32>, Tensor<f64>),
+    /// The ticket word of the one-launch reductions (`kernels/batchnorm.cu`):
+    /// zero between launches, which run one at a time on the one stream.
+    ticket: DeviceBuffer<u32>,
     /// Compute capability as 10 x major + minor (90 for H100 and H200).
     arch: u32,
     sm_count: usize,
@@ -220,6 +223,9 @@ impl Gpu {
             kernels.insert(module_name, functions);
         }
         let ones = (upload_one(&stream)?, upload_one(&stream)?);
+        let ticket = DeviceBuffer {
+            data: stream.clone_htod(&[0u32]).map_err(|e| format!("cannot use GPU 0: {e}"))?,
+        };
         let (major, minor) = ctx
             .compute_capability()
             .map_err(|e| format!("GPU 0 does not tell its compute capability: {e}"))?;
@@ -231,6 +237,7 @@ impl Gpu {
             kernels,
             poison,
             ones,
+            ticket,
             arch: (major * 10 + minor) as u32,
             sm_count: sm_count as usize,
             conv_tiles: CONV_TILES
@@ -364,6 +371,11 @@ impl Gpu {
         let (f32_one, f64_one): (&dyn Any, &dyn Any) = (&self.ones.0, &self.ones.1);
         let one = f32_one.downcast_ref::<Tensor<T>>().or(f64_one.downcast_ref());
         one.expect("a Float is f32 or f64").clone()
+    }
+
+    /// The address of the reductions' ticket word (see `Gpu::ticket`'s field).
+    pub fn ticket(&self) -> u64 {
+        self.buffer_ptr(&self.ticket)
     }
 
     /// A GPU copy of a host tensor.

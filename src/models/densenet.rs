@@ -6,6 +6,7 @@
 use super::{Ctx, Init};
 use crate::autograd::Var;
 use crate::float::Float;
+use crate::layers::batchnorm::Epilogue;
 use crate::ops::Window;
 
 const LAYERS_PER_BLOCK: [usize; 4] = [6, 6, 6, 6];
@@ -13,8 +14,7 @@ const GROWTH: usize = 16;
 const BOTTLENECK: usize = 2;
 
 fn bn_relu<T: Float>(ctx: &mut Ctx<T>, x: &Var<T>) -> Var<T> {
-    let z = ctx.batch_norm(x);
-    ctx.relu(&z)
+    ctx.batch_norm(x, Epilogue::RELU)
 }
 
 /// BN ReLU 1x1 conv BN ReLU 3x3 conv; the input concatenated with the result.

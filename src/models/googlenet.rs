@@ -9,6 +9,7 @@
 use super::{Ctx, Init};
 use crate::autograd::Var;
 use crate::float::Float;
+use crate::layers::batchnorm::Epilogue;
 use crate::ops::Window;
 
 /// (c_red 3x3, c_red 5x5, c_out 1x1, c_out 3x3, c_out 5x5, c_out max)
@@ -35,8 +36,7 @@ const STAGES: [Stage; 10] = [
 
 fn conv_bn_relu<T: Float>(ctx: &mut Ctx<T>, x: &Var<T>, features: usize, k: usize) -> Var<T> {
     let z = ctx.conv(x, features, k, 1, false, Init::Kaiming);
-    let z = ctx.batch_norm(&z);
-    ctx.relu(&z)
+    ctx.batch_norm(&z, Epilogue::RELU)
 }
 
 fn inception<T: Float>(ctx: &mut Ctx<T>, x: &Var<T>, (red3, red5, out1, out3, out5, out_max): Inception) -> Var<T> {

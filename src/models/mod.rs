@@ -24,7 +24,10 @@ mod resnet;
 use crate::autograd::{Tape, Var};
 use crate::backend::{self, Halt};
 use crate::float::Float;
-use crate::layers::{batchnorm::BatchStats, Window};
+use crate::layers::{
+    batchnorm::{BatchStats, Epilogue},
+    Window,
+};
 use crate::tensor::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -371,8 +374,9 @@ impl<'a, T: Float> Ctx<'a, T> {
         self.tape.conv2d(x, &w, b.as_ref(), win)
     }
 
-    /// `nn.BatchNorm()` with momentum 0.99, eps 1e-5.
-    pub fn batch_norm(&mut self, x: &Var<T>) -> Var<T> {
+    /// `nn.BatchNorm()` with momentum 0.99, eps 1e-5, then `tail` (the
+    /// residual add and ReLU that follow it in the Flax code), in one op.
+    pub fn batch_norm(&mut self, x: &Var<T>, tail: Epilogue<&Var<T>>) -> Var<T> {
         let name = self.next_name("BatchNorm");
         let c = *x.shape().last().expect("batch norm input");
         let scale = self.param(format!("{name}scale"), &[c], |_| Tensor::full(&[c], 1.0));
@@ -387,7 +391,7 @@ impl<'a, T: Float> Ctx<'a, T> {
                 .or_insert_with(|| Tensor::full(&[c], T::one()));
         }
         if self.train {
-            let (y, batch) = self.tape.batch_norm_train(x, &scale, &bias);
+            let (y, batch) = self.tape.batch_norm_train(x, &scale, &bias, tail);
             self.running.0.push((name, batch));
             return y;
         }
@@ -399,7 +403,7 @@ impl<'a, T: Float> Ctx<'a, T> {
             mean: stat(format!("{name}mean")),
             var: stat(format!("{name}var")),
         };
-        self.tape.batch_norm_eval(x, &scale, &bias, running)
+        self.tape.batch_norm_eval(x, &scale, &bias, running, tail)
     }
 
     /// `nn.Dense(features)` with Flax's default (lecun normal) kernel init.
@@ -409,10 +413,6 @@ impl<'a, T: Float> Ctx<'a, T> {
         let w = self.param(format!("{name}kernel"), &shape, |rng| Init::Lecun.sample(&shape, rng));
         let b = self.param(format!("{name}bias"), &[features], |_| Tensor::zeros(&[features]));
         self.tape.dense(x, &w, &b)
-    }
-
-    pub fn relu(&self, x: &Var<T>) -> Var<T> {
-        self.tape.relu(x)
     }
 
     /// Global average pool then the 10-way dense head.

@@ -4,43 +4,48 @@
 //! variance_scaling(2, fan_out, normal).
 //!
 //! ResNet block: conv BN ReLU conv BN, plus the input (or a 1x1/2 conv with
-//! bias of it), then ReLU. Pre-activation block: BN ReLU conv BN ReLU conv,
+//! bias of it), then ReLU. Every BN takes what follows it (ReLU, add) as
+//! its epilogue, computed in the same pass. Pre-activation block: BN ReLU conv BN ReLU conv,
 //! plus the input (or BN ReLU 1x1/2 conv without bias of it), no activation.
 
 use super::{Ctx, Init};
 use crate::autograd::Var;
 use crate::float::Float;
+use crate::layers::batchnorm::Epilogue;
 
 const GROUPS: [usize; 3] = [16, 32, 64];
 const BLOCKS_PER_GROUP: usize = 3;
 
 fn block<T: Float>(ctx: &mut Ctx<T>, x: &Var<T>, c: usize, stride: usize) -> Var<T> {
     let z = ctx.conv(x, c, 3, stride, false, Init::ResNetFanOut);
-    let z = ctx.batch_norm(&z);
-    let z = ctx.relu(&z);
+    let z = ctx.batch_norm(&z, Epilogue::RELU);
     let z = ctx.conv(&z, c, 3, 1, false, Init::ResNetFanOut);
-    let z = ctx.batch_norm(&z);
+    // The shortcut first: the second batch norm adds it before its ReLU, in
+    // one pass. (Parameter names and initial values do not depend on this
+    // order: names count per layer type, and batch norms draw no randoms.)
     let shortcut = if stride == 1 {
         x.clone()
     } else {
         ctx.conv(x, c, 1, stride, true, Init::ResNetFanOut)
     };
-    let sum = ctx.tape().add(&z, &shortcut);
-    ctx.relu(&sum)
+    ctx.batch_norm(
+        &z,
+        Epilogue {
+            residual: Some(&shortcut),
+            relu: true,
+        },
+    )
 }
 
 fn preact_block<T: Float>(ctx: &mut Ctx<T>, x: &Var<T>, c: usize, stride: usize) -> Var<T> {
-    let z = ctx.batch_norm(x);
-    let z = ctx.relu(&z);
+    let z = ctx.batch_norm(x, Epilogue::RELU);
     let z = ctx.conv(&z, c, 3, stride, false, Init::ResNetFanOut);
-    let z = ctx.batch_norm(&z);
-    let z = ctx.relu(&z);
+    let z = ctx.batch_norm(&z, Epilogue::RELU);
     let z = ctx.conv(&z, c, 3, 1, false, Init::ResNetFanOut);
     let shortcut = if stride == 1 {
         x.clone()
     } else {
-        let s = ctx.batch_norm(x);
-        let s = ctx.relu(&s);
+        let s = ctx.batch_norm(x, Epilogue::RELU);
         ctx.conv(&s, c, 1, stride, false, Init::ResNetFanOut)
     };
     ctx.tape().add(&z, &shortcut)
@@ -49,8 +54,7 @@ fn preact_block<T: Float>(ctx: &mut Ctx<T>, x: &Var<T>, c: usize, stride: usize)
 pub fn forward<T: Float>(ctx: &mut Ctx<T>, x: &Var<T>, pre_activation: bool) -> Var<T> {
     let mut x = ctx.conv(x, GROUPS[0], 3, 1, false, Init::ResNetFanOut);
     if !pre_activation {
-        x = ctx.batch_norm(&x);
-        x = ctx.relu(&x);
+        x = ctx.batch_norm(&x, Epilogue::RELU);
     }
     for (group, &c) in GROUPS.iter().enumerate() {
         for i in 0..BLOCKS_PER_GROUP {

@@ -1,13 +1,14 @@
 //! CUDA batch norm against `ops::batchnorm`, in f64 (and once in f32), at
 //! every BatchNorm shape of the four networks at batch 128: train and eval
-//! forward, the running-statistics update, train and eval backward, and
+//! forward, the running-statistics update, train and eval backward, each
+//! with the fused epilogues (ReLU, residual add then ReLU), and
 //! bit-identical reruns.
 
 use crate::harness::needing;
 use crate::parity::{assert_close, assert_same_bits, randn, rng, BATCH};
 use cifar_kern::cuda::batchnorm::{self, GpuBatchStats};
 use cifar_kern::cuda::Gpu;
-use cifar_kern::ops::batchnorm::{self as cpu, BatchStats};
+use cifar_kern::ops::batchnorm::{self as cpu, BatchStats, Epilogue};
 use cifar_kern::{Float, Tensor};
 use libtest_mimic::Trial;
 use std::collections::BTreeSet;
@@ -54,29 +55,46 @@ fn upload_stats<T: cifar_kern::cuda::DeviceFloat>(gpu: &Gpu, s: &BatchStats<T>) 
     }
 }
 
-/// Every batch-norm entry point at `shape` against the CPU op, in T.
+/// Every batch-norm entry point at `shape` against the CPU op, in T, with
+/// each epilogue: none, ReLU, residual add then ReLU.
 fn check<T: cifar_kern::cuda::DeviceFloat>(gpu: &Gpu, shape: &[usize], seed: u64) {
+    for (add, relu) in [(false, false), (false, true), (true, true)] {
+        check_tail::<T>(gpu, shape, seed, add, relu);
+    }
+}
+
+fn check_tail<T: cifar_kern::cuda::DeviceFloat>(gpu: &Gpu, shape: &[usize], seed: u64, add: bool, relu: bool) {
     let c = *shape.last().unwrap();
-    let what = |op: &str| format!("{op} at {shape:?}");
+    let what = |op: &str| format!("{op} at {shape:?}, add {add}, relu {relu}");
     let x: Tensor<T> = shifted(Tensor::randn(shape, 2.0, &mut rng(seed)), 0.5);
     let dy: Tensor<T> = shifted(randn(shape, seed + 1), 0.0);
     let scale: Tensor<T> = shifted(randn(&[c], seed + 2), 1.0);
     let bias: Tensor<T> = shifted(randn(&[c], seed + 3), 0.0);
+    let residual: Tensor<T> = shifted(randn(shape, seed + 6), 0.0);
     let running = BatchStats {
         mean: shifted(randn(&[c], seed + 4), 0.0),
         var: Tensor::uniform(&[c], 0.5, 2.0, &mut rng(seed + 5)),
     };
     let (gx, gdy, gscale, gbias) = (gpu.upload(&x), gpu.upload(&dy), gpu.upload(&scale), gpu.upload(&bias));
+    let gresidual = gpu.upload(&residual);
+    let tail = Epilogue {
+        residual: add.then_some(&residual),
+        relu,
+    };
+    let gtail = Epilogue {
+        residual: add.then_some(&gresidual),
+        relu,
+    };
 
-    let (y, stats) = cpu::forward_train(&x, &scale, &bias);
-    let (gy, gstats) = batchnorm::forward_train(gpu, &gx, &gscale, &gbias);
+    let (y, stats) = cpu::forward_train(&x, &scale, &bias, tail);
+    let (gy, gstats) = batchnorm::forward_train(gpu, &gx, &gscale, &gbias, gtail);
     assert_close(&gpu.download(&gy), &y, &what("train forward y"));
     assert_close(&gpu.download(&gstats.mean), &stats.mean, &what("batch mean"));
     assert_close(&gpu.download(&gstats.var), &stats.var, &what("batch variance"));
 
     let grunning = upload_stats(gpu, &running);
-    let y_eval = cpu::forward_eval(&x, &scale, &bias, &running.mean, &running.var);
-    let gy_eval = batchnorm::forward_eval(gpu, &gx, &gscale, &gbias, &grunning.mean, &grunning.var);
+    let y_eval = cpu::forward_eval(&x, &scale, &bias, &running, tail);
+    let gy_eval = batchnorm::forward_eval(gpu, &gx, &gscale, &gbias, &grunning, gtail);
     assert_close(&gpu.download(&gy_eval), &y_eval, &what("eval forward"));
 
     let (mut rm, mut rv) = (running.mean.clone(), running.var.clone());
@@ -86,33 +104,56 @@ fn check<T: cifar_kern::cuda::DeviceFloat>(gpu: &Gpu, shape: &[usize], seed: u64
     assert_close(&gpu.download(&grm), &rm, &what("running mean update"));
     assert_close(&gpu.download(&grv), &rv, &what("running variance update"));
 
-    // The backward gets the CPU's statistics, so it is checked on its own.
-    for (train, s, gs) in [(true, &stats, upload_stats(gpu, &stats)), (false, &running, grunning)] {
+    // The backward gets the CPU's statistics and the GPU's outputs as the
+    // ReLU's mask (where y is within rounding of 0, the CPU's y could fall
+    // on the other side), so it is checked on its own.
+    let grad_tail = Epilogue {
+        residual: add.then_some(()),
+        relu,
+    };
+    for (train, s, gs, gy) in [(true, &stats, upload_stats(gpu, &stats), gy), (false, &running, grunning, gy_eval)] {
         let mode = if train { "train" } else { "eval" };
-        let (dx, dscale, dbias) = cpu::backward(&dy, &x, &scale, s, train);
-        let (gdx, gdscale, gdbias) = batchnorm::backward(gpu, &gdy, &gx, &gscale, &gs, train);
-        assert_close(&gpu.download(&gdx), &dx, &what(&format!("{mode} dx")));
-        assert_close(&gpu.download(&gdscale), &dscale, &what(&format!("{mode} dscale")));
-        assert_close(&gpu.download(&gdbias), &dbias, &what(&format!("{mode} dbias")));
+        let g = cpu::backward(&dy, &x, &gpu.download(&gy), &scale, s, train, grad_tail);
+        let gg = batchnorm::backward(gpu, &gdy, &gx, &gy, &gscale, &gs, train, grad_tail, None);
+        assert_close(&gpu.download(&gg.dx), &g.dx, &what(&format!("{mode} dx")));
+        assert_close(&gpu.download(&gg.dscale), &g.dscale, &what(&format!("{mode} dscale")));
+        assert_close(&gpu.download(&gg.dbias), &g.dbias, &what(&format!("{mode} dbias")));
+        let dresidual = gg.dresidual.map(|d| gpu.download(&d));
+        match (dresidual, g.dresidual) {
+            (Some(ours), Some(cpu)) => assert_same_bits(&ours.cast(), &cpu.cast(), &what(&format!("{mode} dresidual"))),
+            (None, None) => {}
+            _ => panic!("{}: a residual gradient on one side only", what(mode)),
+        }
     }
 }
 
-/// Train forward and backward twice on the same f64 inputs: the same bits.
+/// Train forward and backward (residual add and ReLU fused) twice on the
+/// same f64 inputs: the same bits.
 fn check_reruns(gpu: &Gpu, shape: &[usize], seed: u64) {
     let c = *shape.last().unwrap();
     let (x, dy) = (gpu.upload(&randn(shape, seed)), gpu.upload(&randn(shape, seed + 1)));
+    let residual = gpu.upload(&randn(shape, seed + 4));
     let (scale, bias) = (gpu.upload(&randn(&[c], seed + 2)), gpu.upload(&randn(&[c], seed + 3)));
     let run = || {
-        let (y, stats) = batchnorm::forward_train(gpu, &x, &scale, &bias);
-        let (dx, dscale, dbias) = batchnorm::backward(gpu, &dy, &x, &scale, &stats, true);
-        [y, stats.mean, stats.var, dx, dscale, dbias].map(|t| gpu.download(&t))
+        let tail = Epilogue {
+            residual: Some(&residual),
+            relu: true,
+        };
+        let (y, stats) = batchnorm::forward_train(gpu, &x, &scale, &bias, tail);
+        let grad_tail = Epilogue {
+            residual: Some(()),
+            relu: true,
+        };
+        let g = batchnorm::backward(gpu, &dy, &x, &y, &scale, &stats, true, grad_tail, None);
+        let dresidual = g.dresidual.expect("a residual was added");
+        [y, stats.mean, stats.var, g.dx, g.dscale, g.dbias, dresidual].map(|t| gpu.download(&t))
     };
     let (first, second) = (run(), run());
     for (i, (a, b)) in first.iter().zip(&second).enumerate() {
         assert_same_bits(
             a,
             b,
-            &format!("rerun of output {i} (y, mean, var, dx, dscale, dbias) at {shape:?}"),
+            &format!("rerun of output {i} (y, mean, var, dx, dscale, dbias, dresidual) at {shape:?}"),
         );
     }
 }

@@ -211,6 +211,18 @@ T shuffle(WarpOp op, unsigned mask, T v, int arg, int width, const char* file, i
 
 #define __threadfence() ((void)0)
 
+// Blocks run one after another here, so an atomic is a plain checked
+// read-modify-write, and every load sees every earlier block's stores.
+inline unsigned atomicAdd(::emu::GlobalPtr<unsigned> p, unsigned v) {
+    const unsigned old = *p;
+    *p = old + v;
+    return old;
+}
+template <typename T>
+inline std::remove_const_t<T> __ldcg(::emu::GlobalPtr<T> p) {
+    return *p;
+}
+
 // ---- arithmetic -------------------------------------------------------------
 // The _rn intrinsics are single correctly rounded operations; with
 // -ffp-contract=off the C++ operators are too.
