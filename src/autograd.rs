@@ -103,7 +103,13 @@ pub struct Tape<T> {
     grad_slots: Arc<GradSlots<T>>,
     /// How convolutions multiply on the GPU ([`Tape::with_math`]).
     math: Math,
+    /// Shown every tensor an op or a backward computes
+    /// ([`Tape::with_buffer_observer`]).
+    observer: Option<BufferObserver<T>>,
 }
+
+/// Sees each tensor a step computes, as it is computed.
+pub type BufferObserver<T> = Rc<dyn Fn(&Tensor<T>)>;
 
 /// Gradients from one backward pass.
 pub struct Grads<T> {
@@ -134,6 +140,7 @@ impl<T: Float> Tape<T> {
             names: RefCell::default(),
             grad_slots: Arc::default(),
             math: Math::Fp32,
+            observer: None,
         }
     }
 
@@ -141,6 +148,22 @@ impl<T: Float> Tape<T> {
     /// `math` where they run on the GPU.
     pub fn with_math(self, math: Math) -> Self {
         Tape { math, ..self }
+    }
+
+    /// This tape showing `observer` every tensor its ops and its backward
+    /// compute, in order: the buffers a step asks for, so the step arena's
+    /// plan can be tested on the CPU (`tests/arena.rs`).
+    pub fn with_buffer_observer(self, observer: BufferObserver<T>) -> Self {
+        Tape {
+            observer: Some(observer),
+            ..self
+        }
+    }
+
+    fn observe(&self, t: &Tensor<T>) {
+        if let Some(observe) = &self.observer {
+            observe(t);
+        }
     }
 
     /// A recording tape that writes the gradient of each parameter named in
@@ -216,6 +239,7 @@ impl<T: Float> Tape<T> {
         inputs: &[&Var<T>],
         backward: impl FnOnce(&Tensor<T>, &[Want<T>]) -> Vec<Option<Tensor<T>>> + 'static,
     ) -> Var<T> {
+        self.observe(&value);
         let ids: Vec<Option<usize>> = inputs.iter().map(|v| v.id).collect();
         if !self.recording || ids.iter().all(Option::is_none) {
             return Var { value, id: None };
@@ -267,8 +291,12 @@ impl<T: Float> Tape<T> {
             let input_grads = backward(&g, &wanted);
             for (input, ig) in node.inputs.iter().zip(input_grads) {
                 if let (Some(input), Some(ig)) = (input, ig) {
+                    self.observe(&ig);
                     match &mut grads[*input] {
-                        Some(acc) => *acc = backend::add(acc, &ig),
+                        Some(acc) => {
+                            *acc = backend::add(acc, &ig);
+                            self.observe(acc);
+                        }
                         slot => *slot = Some(ig),
                     }
                 }

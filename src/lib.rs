@@ -7,6 +7,8 @@
 //!   fault) carried to the caller as errors.
 //! - [`counters`]: process-wide counts of copies, GPU allocations,
 //!   synchronisations and launches, for tests that bound them.
+//! - [`arena`]: the training step's buffers, planned on the first step and
+//!   reused by every later one (the GPU lends every allocation from it).
 //! - [`layers`]: what a layer is whichever backend computes it (window
 //!   geometry, shape checks, batch-norm constants), below `ops` and `cuda`.
 //! - [`ops`]: forward and backward of every layer on the CPU: the reference
@@ -28,6 +30,7 @@
 //!   (`cifar-kern bench`), and the tensor-core conv variants timed on it
 //!   (`cifar-kern tune`, writing the tile table).
 
+pub mod arena;
 pub mod autograd;
 pub mod backend;
 pub mod bench;

@@ -19,10 +19,11 @@ use crate::float::Float;
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
+use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// A tensor: its shape and its elements, on the host or on the GPU.
 ///
@@ -43,6 +44,34 @@ pub enum Storage<T> {
     Host(Arc<Vec<T>>),
     /// Device memory of [`crate::cuda::gpu`], on its one stream.
     Gpu(Arc<CudaSlice<T>>),
+}
+
+/// A tensor's storage, watched without holding it ([`Tensor::storage_watch`]).
+#[derive(Clone)]
+pub struct StorageWatch {
+    weak: Weak<dyn Any + Send + Sync>,
+    len: usize,
+}
+
+impl StorageWatch {
+    /// Whether some tensor still holds the storage.
+    pub fn alive(&self) -> bool {
+        self.weak.strong_count() > 0
+    }
+
+    /// The storage's identity (its address), while it is alive.
+    pub fn id(&self) -> usize {
+        self.weak.as_ptr() as *const () as usize
+    }
+
+    /// Elements in the storage.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// A clone shares the elements: no copy, on the host or the GPU.
@@ -151,8 +180,28 @@ impl<T: Float> Tensor<T> {
         }
     }
 
+    /// A weak handle on this tensor's storage (all of it, not just a view's
+    /// part), which tells whether any tensor still holds it: for planning
+    /// buffer reuse from the outside (`crate::arena`).
+    pub fn storage_watch(&self) -> StorageWatch
+    where
+        T: Send + Sync + 'static,
+    {
+        let (weak, len): (Weak<dyn Any + Send + Sync>, usize) = match &self.storage {
+            Storage::Host(v) => (Arc::downgrade(v) as Weak<dyn Any + Send + Sync>, v.len()),
+            Storage::Gpu(s) => (Arc::downgrade(s) as Weak<dyn Any + Send + Sync>, s.len()),
+        };
+        StorageWatch { weak, len }
+    }
+
     /// A tensor in GPU memory holding `shape`'s elements.
     pub fn from_gpu(shape: &[usize], data: CudaSlice<T>) -> Self {
+        Self::from_shared_gpu(shape, Arc::new(data))
+    }
+
+    /// A tensor of device memory that others may share (the step arena
+    /// keeps a handle to the buffers it lends).
+    pub fn from_shared_gpu(shape: &[usize], data: Arc<CudaSlice<T>>) -> Self {
         assert_eq!(
             shape.iter().product::<usize>(),
             data.len(),
@@ -161,7 +210,7 @@ impl<T: Float> Tensor<T> {
         Tensor {
             shape: shape.to_vec(),
             offset: 0,
-            storage: Storage::Gpu(Arc::new(data)),
+            storage: Storage::Gpu(data),
         }
     }
 

@@ -42,6 +42,7 @@ pub mod reduce;
 pub mod staging;
 pub mod tensor_core_check;
 
+use crate::arena::{self, Arena, Buffer, Key};
 use crate::counters::{self, Event};
 use crate::failure::OrFail;
 use crate::float::Float;
@@ -52,7 +53,7 @@ use cudarc::driver::{
 };
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// `(module name, PTX text)` for every `kernels/*.cu`; empty when the crate
 /// was built without nvcc.
@@ -114,7 +115,8 @@ pub type GpuTensor<T> = Tensor<T>;
 /// Device memory of a plain element type that tensors do not hold (labels,
 /// image bytes, records, counters), as a flat array on the GPU's stream.
 pub struct DeviceBuffer<T> {
-    data: CudaSlice<T>,
+    /// Shared with the step arena when it lent the buffer.
+    data: Arc<CudaSlice<T>>,
 }
 
 impl<T> DeviceBuffer<T> {
@@ -123,6 +125,16 @@ impl<T> DeviceBuffer<T> {
     }
     pub fn is_empty(&self) -> bool {
         self.data.len() == 0
+    }
+}
+
+/// A buffer of the step arena: device memory of any element type, in use
+/// while a tensor or buffer besides the arena holds it.
+struct ArenaBuffer(Arc<dyn Any + Send + Sync>);
+
+impl Buffer for ArenaBuffer {
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
     }
 }
 
@@ -142,6 +154,9 @@ pub struct Gpu {
     /// The ticket word of the one-launch reductions (`kernels/batchnorm.cu`):
     /// zero between launches, which run one at a time on the one stream.
     ticket: DeviceBuffer<u32>,
+    /// The step arena, while one is in use ([`Gpu::use_arena`]): every
+    /// allocation is lent from it.
+    arena: Mutex<Option<Arena<ArenaBuffer>>>,
     /// Compute capability as 10 x major + minor (90 for H100 and H200).
     arch: u32,
     sm_count: usize,
@@ -224,7 +239,11 @@ impl Gpu {
         }
         let ones = (upload_one(&stream)?, upload_one(&stream)?);
         let ticket = DeviceBuffer {
-            data: stream.clone_htod(&[0u32]).map_err(|e| format!("cannot use GPU 0: {e}"))?,
+            data: Arc::new(
+                stream
+                    .clone_htod(&[0u32])
+                    .map_err(|e| format!("cannot use GPU 0: {e}"))?,
+            ),
         };
         let (major, minor) = ctx
             .compute_capability()
@@ -238,6 +257,7 @@ impl Gpu {
             poison,
             ones,
             ticket,
+            arena: Mutex::new(None),
             arch: (major * 10 + minor) as u32,
             sm_count: sm_count as usize,
             conv_tiles: CONV_TILES
@@ -409,7 +429,7 @@ impl Gpu {
     /// that completes when it has landed; the host does not wait.
     pub fn download_async<T: DeviceRepr>(&self, b: &DeviceBuffer<T>, into: &mut PinnedHostSlice<T>) -> CudaEvent {
         self.stream
-            .memcpy_dtoh(&b.data, into)
+            .memcpy_dtoh(&*b.data, into)
             .or_fail(|| "copying a buffer to the host".into());
         let event = self.stream.context().new_event(None);
         let event = event.or_fail(|| "creating an event".into());
@@ -429,20 +449,77 @@ impl Gpu {
         )
     }
 
-    /// An uninitialised GPU tensor: every kernel that returns one writes all of it.
-    pub fn alloc<T: Float>(&self, shape: &[usize]) -> Tensor<T> {
-        counters::add(Event::DeviceAllocation, 1);
-        // SAFETY: the memory is only read after a kernel has written it.
-        let data = unsafe { self.stream.alloc::<T>(shape.iter().product()) }
-            .or_fail(|| format!("allocating {}", size(shape, std::mem::size_of::<T>())));
-        let t = Tensor::from_gpu(shape, data);
+    /// Uninitialised device memory for `len` elements: lent by the step
+    /// arena while one is in use, else from the memory pool. Counted as an
+    /// allocation only when new memory is taken; poisoned (all bits set)
+    /// for `gpu_*` tests either way, so a kernel that misses part of its
+    /// output fails a parity test instead of passing on stale data.
+    fn alloc_slice<E: DeviceRepr + Send + Sync + 'static>(&self, len: usize) -> Arc<CudaSlice<E>> {
+        let bytes = len * std::mem::size_of::<E>();
+        let fresh = || {
+            counters::add(Event::DeviceAllocation, 1);
+            // SAFETY: the memory is only read after a kernel has written it.
+            let data = unsafe { self.stream.alloc::<E>(len) };
+            Arc::new(data.or_fail(|| format!("allocating {}", size(&[len], std::mem::size_of::<E>()))))
+        };
+        let mut arena = self.arena.lock().expect("the arena's lock");
+        let data = match arena.as_mut() {
+            None => fresh(),
+            Some(arena) => {
+                let key = Key::of::<E>(std::any::type_name::<E>(), len);
+                let lent = arena.lend(key, || ArenaBuffer(fresh()));
+                let lent = lent.unwrap_or_else(|unplanned| panic!("{unplanned} (capture-safety mode)"));
+                Arc::clone(&lent.0)
+                    .downcast()
+                    .expect("a buffer of the key's element type")
+            }
+        };
         if self.poison {
-            let bytes = t.numel() * std::mem::size_of::<T>();
-            // SAFETY: writes exactly the allocation's bytes, on its stream.
-            unsafe { cudarc::driver::result::memset_d8_async(self.ptr(&t), 0xff, bytes, self.stream.cu_stream()) }
+            let (ptr, _no_sync) = data.device_ptr(&self.stream);
+            // SAFETY: writes exactly the buffer's bytes, on its stream.
+            unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xff, bytes, self.stream.cu_stream()) }
                 .or_fail(|| "poisoning an allocation".into());
         }
-        t
+        data
+    }
+
+    /// An uninitialised GPU tensor: every kernel that returns one writes all of it.
+    pub fn alloc<T: Float>(&self, shape: &[usize]) -> Tensor<T> {
+        Tensor::from_shared_gpu(shape, self.alloc_slice::<T>(shape.iter().product()))
+    }
+
+    /// From now on every allocation is lent by a step arena (`on`), or
+    /// taken from the memory pool as before (`!on`, which also frees the
+    /// arena's buffers nobody holds). The trainer and `bench` turn it on, so
+    /// every step after the first allocates nothing and reuses the same
+    /// addresses; see `crate::arena`.
+    pub fn use_arena(&self, on: bool) {
+        let mut arena = self.arena.lock().expect("the arena's lock");
+        match (on, arena.as_mut()) {
+            (true, None) => *arena = Some(Arena::default()),
+            (false, Some(a)) => {
+                a.release_free();
+                if a.is_empty() {
+                    *arena = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The arena's requests and new buffers since the last call (zeros
+    /// without an arena), and the bytes it holds.
+    pub fn arena_counts(&self) -> (arena::Counts, usize) {
+        let mut arena = self.arena.lock().expect("the arena's lock");
+        arena.as_mut().map(|a| (a.take_counts(), a.bytes())).unwrap_or_default()
+    }
+
+    /// Capture-safety: while sealed, a step that needs a buffer the arena
+    /// has no free one of fails (instead of allocating).
+    pub fn seal_arena(&self, sealed: bool) {
+        if let Some(a) = self.arena.lock().expect("the arena's lock").as_mut() {
+            a.seal(sealed);
+        }
     }
 
     /// A new tensor of zeros (one memset on the stream).
@@ -491,33 +568,17 @@ impl Gpu {
 
     /// Uninitialised device memory for `len` elements of a non-float type
     /// (max-pool's u32 argmax), poisoned with all bits set like [`Gpu::alloc`].
-    pub fn alloc_buffer<E: DeviceRepr>(&self, len: usize) -> DeviceBuffer<E> {
-        counters::add(Event::DeviceAllocation, 1);
-        // SAFETY: the memory is only read after a kernel has written it.
-        let buffer = DeviceBuffer {
-            data: unsafe { self.stream.alloc::<E>(len) }
-                .or_fail(|| format!("allocating {}", size(&[len], std::mem::size_of::<E>()))),
-        };
-        if self.poison {
-            // SAFETY: writes exactly the allocation's bytes, on its stream.
-            unsafe {
-                cudarc::driver::result::memset_d8_async(
-                    self.buffer_ptr(&buffer),
-                    0xff,
-                    len * std::mem::size_of::<E>(),
-                    self.stream.cu_stream(),
-                )
-            }
-            .or_fail(|| "poisoning an allocation".into());
+    pub fn alloc_buffer<E: DeviceRepr + Send + Sync + 'static>(&self, len: usize) -> DeviceBuffer<E> {
+        DeviceBuffer {
+            data: self.alloc_slice(len),
         }
-        buffer
     }
 
     /// A device copy of `data`.
     pub fn upload_buffer<T: DeviceRepr>(&self, data: &[T]) -> DeviceBuffer<T> {
         counters::add(Event::DeviceAllocation, 1);
         DeviceBuffer {
-            data: self.stream.clone_htod(data).or_fail(|| "uploading a buffer".into()),
+            data: Arc::new(self.stream.clone_htod(data).or_fail(|| "uploading a buffer".into())),
         }
     }
 
@@ -525,14 +586,16 @@ impl Gpu {
     pub fn download_buffer<T: DeviceRepr>(&self, b: &DeviceBuffer<T>) -> Vec<T> {
         counters::add(Event::HostSync, 1);
         self.stream
-            .clone_dtoh(&b.data)
+            .clone_dtoh(&*b.data)
             .or_fail(|| "downloading a buffer".into())
     }
 
     /// Sets every byte of `b` to zero (enqueued; `b` keeps its address).
     pub fn zero_buffer<T: DeviceRepr + cudarc::driver::ValidAsZeroBits>(&self, b: &mut DeviceBuffer<T>) {
-        self.stream
-            .memset_zeros(&mut b.data)
+        let bytes = b.len() * std::mem::size_of::<T>();
+        // SAFETY: writes exactly the buffer's bytes, on its stream; `b` is
+        // borrowed mutably.
+        unsafe { cudarc::driver::result::memset_d8_async(self.buffer_ptr(b), 0, bytes, self.stream.cu_stream()) }
             .or_fail(|| "zeroing a buffer".into());
     }
 
@@ -546,8 +609,10 @@ impl Gpu {
             data.len(),
             b.len()
         );
-        self.stream
-            .memcpy_htod(data, &mut b.data)
+        // SAFETY: `data` fills exactly the buffer (checked above), on its
+        // stream; `b` is borrowed mutably. From pageable memory the call
+        // returns once `data` is staged, so the caller may reuse it at once.
+        unsafe { cudarc::driver::result::memcpy_htod_async(self.buffer_ptr(b), data, self.stream.cu_stream()) }
             .or_fail(|| "uploading a buffer".into());
     }
 

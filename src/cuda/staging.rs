@@ -13,6 +13,7 @@ use super::{DeviceBuffer, Gpu, GpuTensor};
 use crate::failure::OrFail;
 use crate::tensor::Tensor;
 use cudarc::driver::PinnedHostSlice;
+use std::sync::Arc;
 
 /// Pinned buffer pairs in the ring: the batch being written, and the one
 /// whose copy may still be running.
@@ -70,7 +71,7 @@ impl BatchStaging {
         (
             Tensor::from_gpu(images.shape(), device_images),
             DeviceBuffer {
-                data: gpu.upload_pinned(&slot.labels),
+                data: Arc::new(gpu.upload_pinned(&slot.labels)),
             },
         )
     }
