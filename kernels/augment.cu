@@ -11,6 +11,11 @@
 // FMAs), so the output equals the CPU's bit for bit; it is rounded to T
 // once, at the end.
 //
+// gather_labels gives the batch its labels from the data set's, held on
+// the device too, by each record's image: so a training step uploads only
+// its records. One thread per batch image; it has no type of its own, so
+// one instantiation.
+//
 // Deterministic: purely per output value; nothing is shared.
 
 #include <cmath>
@@ -109,3 +114,20 @@ __device__ void augment(AugmentParams<T> p) {
 
 INSTANTIATE(float, f32)
 INSTANTIATE(double, f64)
+
+struct GatherLabelsParams {
+    gptr<const uint8_t> labels;         // [num_images]
+    gptr<const AugmentRecord> records;  // [n]
+    gptr<uint32_t> out;                 // [n]
+    uint64_t n;
+    uint64_t num_images;
+};
+
+// out[i] = labels[records[i].image]; a record past the set gets a label no
+// class has (0xffffffff), whose loss the loss kernels make NaN.
+extern "C" __global__ void gather_labels(GatherLabelsParams p) {
+    GRID_STRIDE(i, p.n) {
+        const uint32_t image = p.records[i].image;
+        p.out[i] = image < p.num_images ? (uint32_t)p.labels[image] : UINT32_MAX;
+    }
+}

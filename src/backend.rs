@@ -14,7 +14,7 @@
 //! ([`StepTotals`]), whose first non-finite loss halts the epoch's updates
 //! ([`Halt`]) without the host looking.
 
-use crate::cuda::{self, loss::DeviceTotals, pool::GpuArgmax, staging::BatchStaging, DeviceBuffer, Gpu};
+use crate::cuda::{self, loss::DeviceTotals, pool::GpuArgmax, DeviceBuffer, Gpu};
 use crate::data::Batch;
 use crate::float::Float;
 use crate::layers::{
@@ -70,8 +70,8 @@ impl Backend {
         }
     }
 
-    /// `batch` on this backend, by a plain upload (the trainer streams its
-    /// batches through a [`BatchPlacer`]).
+    /// `batch` on this backend, by a plain upload (the trainer's batches
+    /// come from a [`BatchPlacer`]).
     pub fn place_batch(self, batch: Batch) -> PlacedBatch {
         PlacedBatch {
             labels: self.labels(&batch.labels),
@@ -88,44 +88,140 @@ impl Backend {
     }
 }
 
-/// A training batch where its backend computes.
+/// A training batch where its backend computes (a clone shares its
+/// elements).
+#[derive(Clone)]
 pub struct PlacedBatch {
     pub images: Tensor<f32>,
     pub labels: Labels,
 }
 
-/// Puts the trainer's batches where the model is: as they are on the CPU;
-/// on the GPU through pinned staging buffers, so no step uploads from
-/// pageable memory ([`cuda::staging`]).
+/// Puts the trainer's batches where the model is. On the CPU the loader's
+/// augmented batches stay as they are. On the GPU the training set goes up
+/// once and each batch is augmented there, into fixed buffers
+/// ([`cuda::augment::TrainBatches`]), which a captured step graph reads: a
+/// step uploads only its crop and flip records, drawn from the streams the
+/// CPU loader draws from, so both see the same crops.
 pub enum BatchPlacer {
     Cpu,
-    Gpu(&'static Gpu, Option<BatchStaging>),
+    Gpu(&'static Gpu, cuda::augment::TrainBatches),
 }
 
 impl BatchPlacer {
-    pub fn new(backend: Backend) -> Self {
+    /// A placer for `loader`'s epochs ([`BatchPlacer::epoch`]): on the GPU
+    /// it uploads the loader's images and labels, and makes the buffers of
+    /// its batches, now, so that no step allocates.
+    pub fn new(backend: Backend, loader: &crate::data::TrainLoader) -> Self {
         match backend {
             Backend::Cpu => BatchPlacer::Cpu,
-            Backend::Gpu(gpu) => BatchPlacer::Gpu(gpu, None),
+            Backend::Gpu(gpu) => BatchPlacer::Gpu(
+                gpu,
+                cuda::augment::TrainBatches::new(gpu, loader.data(), loader.options().batch_size),
+            ),
         }
     }
 
-    pub fn place(&mut self, batch: Batch) -> PlacedBatch {
+    /// The batches of `epoch` (0-based) of `loader`, the loader this placer
+    /// was made for: on the CPU the loader's own; on the GPU augmented
+    /// there, from the same draws, each batch enqueued as it is taken. A GPU
+    /// batch lives in the placer's fixed buffers until the next batch of its
+    /// size is taken.
+    pub fn epoch<'a>(
+        &'a mut self,
+        loader: &'a crate::data::TrainLoader,
+        epoch: usize,
+    ) -> Box<dyn ExactSizeIterator<Item = PlacedBatch> + 'a> {
         match self {
-            BatchPlacer::Cpu => Backend::Cpu.place_batch(batch),
-            BatchPlacer::Gpu(gpu, staging) => {
-                // Buffers for the first batch's shape, and anew if it changes.
-                let shape = batch.images.shape();
-                if staging.as_ref().is_none_or(|s| s.image_shape() != shape) {
-                    *staging = Some(BatchStaging::new(gpu, shape));
-                }
-                let staging = staging.as_mut().expect("just made");
-                let (images, labels) = staging.upload(gpu, &batch.images, &batch.labels);
-                PlacedBatch {
-                    images,
-                    labels: Labels::Gpu(Arc::new(labels)),
+            BatchPlacer::Cpu => Box::new(loader.epoch(epoch).map(|batch| Backend::Cpu.place_batch(batch))),
+            BatchPlacer::Gpu(gpu, training) => {
+                let (gpu, seed) = (*gpu, loader.options().seed);
+                Box::new(loader.epoch_indices(epoch).map(move |indices| {
+                    let records = cuda::augment::sample_records(&indices, seed, epoch);
+                    let (images, labels) = training.batch(gpu, &records);
+                    PlacedBatch {
+                        images,
+                        labels: Labels::Gpu(labels),
+                    }
+                }))
+            }
+        }
+    }
+}
+
+/// How a run's training steps are issued. On the GPU with graphs (the
+/// trainer's and `bench`'s default): the first step of a batch size runs
+/// eagerly, which plans the step arena's buffers; the second is captured
+/// into a CUDA graph ([`cuda::graph`]); every later one only replays the
+/// graph, one launch, without running the step's host code at all. Steps of
+/// another batch size run eagerly. [`StepGraph::Eager`] (the CPU, and
+/// `--no-graph`) runs every step's ops as they come: the same kernels in
+/// the same order, so the same bits.
+pub enum StepGraph {
+    Eager,
+    Gpu {
+        gpu: &'static Gpu,
+        /// The batch size of the first step, whose steps are captured.
+        batch_size: Option<usize>,
+        graph: Option<cuda::graph::Graph>,
+    },
+}
+
+impl StepGraph {
+    /// Graphs on the GPU when `graphs`, else eager. The GPU's allocations
+    /// come from the step arena from now on, in both modes.
+    pub fn new(backend: Backend, graphs: bool) -> Self {
+        match backend {
+            Backend::Cpu => StepGraph::Eager,
+            Backend::Gpu(gpu) => {
+                gpu.use_arena(true);
+                match graphs {
+                    true => StepGraph::Gpu {
+                        gpu,
+                        batch_size: None,
+                        graph: None,
+                    },
+                    false => StepGraph::Eager,
                 }
             }
+        }
+    }
+
+    /// One step of `batch_size`: `step` enqueues its work (and on a replay
+    /// is not called). A capture that fails says why in one line and leaves
+    /// this run eager.
+    pub fn run<E>(&mut self, batch_size: usize, mut step: impl FnMut() -> Result<(), E>) -> Result<(), E> {
+        let StepGraph::Gpu {
+            gpu,
+            batch_size: planned,
+            graph,
+        } = self
+        else {
+            return step();
+        };
+        match (*planned, graph.as_ref()) {
+            (None, _) => {
+                *planned = Some(batch_size);
+                step()
+            }
+            (Some(n), Some(graph)) if n == batch_size => {
+                gpu.replay(graph);
+                Ok(())
+            }
+            (Some(n), None) if n == batch_size => match gpu.capture(&mut step) {
+                Ok((result, captured)) => {
+                    gpu.replay(&captured);
+                    *graph = Some(captured);
+                    result
+                }
+                Err(why) => {
+                    eprintln!(
+                        "note: the training step could not be captured as a CUDA graph ({why}); steps run eagerly"
+                    );
+                    *self = StepGraph::Eager;
+                    step()
+                }
+            },
+            _ => step(),
         }
     }
 }

@@ -9,7 +9,16 @@
 //!   random images and labels already on the GPU, [`STEP_WARMUP`] untimed
 //!   steps, then [`STEP_ITERS`] timed ones, each between its own pair of
 //!   events (host launch gaps count where the GPU waits for the host, as in
-//!   training);
+//!   training). Twice over the same state and optimiser: captured as a CUDA
+//!   graph and replayed (as `train` runs it; skipped with `--no-graph`),
+//!   then eagerly (as `train --no-graph` runs it), each with the runtime's
+//!   counts per step (`src/counters.rs`);
+//! - the kernels of a step: [`KERNEL_SUM_STEPS`] eager steps with an event
+//!   pair around every launch ([`Gpu::time_launches`]), the median of their
+//!   per-step sums. A replayed graph runs exactly those kernels with no host
+//!   in between, so graph step / kernel sum says how much of the step is
+//!   still not kernels (issue 12's target: at most [`GRAPH_TARGET`], with
+//!   one launch and no allocation per replayed step);
 //! - an eval batch: one eval-mode forward (no tape) of [`EVAL_BATCH`]
 //!   random images already on the GPU, logits left there;
 //! - a conv: each distinct conv shape of the networks, by direction
@@ -23,9 +32,21 @@
 //! Per network and mode the conv sum is Σ count × (fwd + bwd_data +
 //! bwd_weight) over its conv shapes, the same sum `peers.py` forms from
 //! cuDNN's times.
+//!
+//! `--capture-safe` times nothing: it runs [`CAPTURE_SAFE_STEPS`] eager
+//! steps per network with the arena sealed and waits forbidden after the
+//! first, and fails unless those steps allocated nothing, never waited for
+//! the GPU and copied nothing to the host: what a step must do to be
+//! captured, checked where a failure can name the network and the cause
+//! (a failed capture only falls back to eager steps).
+//!
+//! The other kernels' cases (batch norm, pools, concat, element-wise, loss,
+//! optimiser at the networks' shapes, [`op_cases`]) live here too, so that
+//! their launch plans are checked against the PTX without a GPU; the
+//! `gpu_ops` bench times them.
 
 use crate::autograd::{Tape, Var};
-use crate::backend::{Backend, PlacedBatch, StepTotals};
+use crate::backend::{Backend, StepGraph, StepTotals};
 use crate::counters::{self, Counts, Event};
 use crate::cuda::conv::{self, ConvKernel, ConvPtrs, ConvShape};
 use crate::cuda::conv_tiles::{Direction, TileTable, Variant};
@@ -57,6 +78,13 @@ pub const EVAL_ITERS: usize = 20;
 /// Untimed and timed launches of a conv direction.
 pub const CONV_WARMUP: usize = 10;
 pub const CONV_ITERS: usize = 50;
+/// Eager steps whose kernels are timed one by one (after the timed steps,
+/// so the arena is planned and the kernels are warm).
+pub const KERNEL_SUM_STEPS: usize = 10;
+/// The most a replayed step may take over the sum of its kernels (issue 12).
+pub const GRAPH_TARGET: f64 = 1.10;
+/// Eager steps of `--capture-safe`: the first plans, the rest are checked.
+pub const CAPTURE_SAFE_STEPS: usize = 20;
 
 /// `bench`'s command line.
 #[derive(Clone, Debug, clap::Args)]
@@ -79,6 +107,15 @@ pub struct BenchArgs {
     /// tune --out` writes it) instead of the committed one.
     #[arg(long, value_name = "PATH")]
     pub tiles: Option<PathBuf>,
+    /// Time the training step eagerly only, as `train --no-graph` runs it
+    /// (no CUDA graph is captured or replayed).
+    #[arg(long)]
+    pub no_graph: bool,
+    /// Time nothing: check that every network's training steps after the
+    /// first allocate nothing, never wait for the GPU and copy nothing to
+    /// the host, as a CUDA graph capture needs (20 eager steps each).
+    #[arg(long, conflicts_with_all = ["json", "no_graph"])]
+    pub capture_safe: bool,
 }
 
 /// One network or all four.
@@ -454,64 +491,150 @@ impl PerStep {
     }
 }
 
+/// A training step's time and the runtime's counts per step.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepTiming {
+    /// Median ms per step.
+    pub ms: f64,
+    pub per_step: PerStep,
+}
+
 /// One network's figures in one math mode.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetTiming {
-    /// Median ms per training step.
-    pub step_ms: f64,
+    /// The step captured as a CUDA graph and replayed; None with
+    /// `--no-graph`, or where the capture failed (the step then ran eagerly,
+    /// as `train` would run it).
+    pub graph: Option<StepTiming>,
+    /// The step issued eagerly, over the same state and optimiser.
+    pub eager: StepTiming,
+    /// Median over [`KERNEL_SUM_STEPS`] eager steps of the sum of the GPU
+    /// times of their kernels.
+    pub kernel_sum_ms: f64,
     /// Median ms per eval batch of [`EVAL_BATCH`].
     pub eval_ms: f64,
     /// Peak bytes in use from the GPU's memory pool from before the model
     /// was set up to the end of the timed steps ([`Gpu::peak_pool_bytes`]).
     pub peak_bytes: Option<u64>,
-    pub per_step: PerStep,
     /// Whether every loss of the steps was finite (random labels, the
     /// tutorial's learning rate: they should be).
     pub finite: bool,
 }
 
-/// Times training steps and eval batches of `kind` in `math` on `gpu`.
-pub fn time_network(gpu: &'static Gpu, kind: ModelKind, math: Math, batch: usize) -> Result<NetTiming> {
-    let backend = Backend::Gpu(gpu);
-    gpu.synchronize();
-    gpu.reset_peak_pool_bytes();
-    let mut state = ModelState::<f32>::init(kind, 42).map(|t| backend.place(t.clone()));
-    let total_steps = STEP_WARMUP + STEP_ITERS;
-    let mut optimizer = TrainOptimizer::new(
-        backend,
-        OptimizerConfig::for_model(kind, total_steps),
-        &mut state.params,
-    );
-    let mut totals = StepTotals::new(backend);
-    let labels: Vec<u32> = (0..batch).map(|i| ((i * 7 + 3) % NUM_CLASSES) as u32).collect();
-    let placed = backend.place_batch(Batch {
-        images: random_tensor(&[batch, 32, 32, 3], 11),
-        labels,
-    });
-    let mut step = |state: &mut ModelState<f32>| {
-        let batch = PlacedBatch {
-            images: placed.images.clone(),
-            labels: placed.labels.clone(),
-        };
-        train_step(kind, math, state, &mut optimizer, batch, &mut totals)
-    };
+impl NetTiming {
+    /// The step as `train` runs it: replayed where it was captured, else eager.
+    pub fn step(&self) -> &StepTiming {
+        self.graph.as_ref().unwrap_or(&self.eager)
+    }
+
+    /// Replayed step / sum of its kernels' times.
+    pub fn graph_over_kernels(&self) -> Option<f64> {
+        self.graph.map(|g| g.ms / self.kernel_sum_ms)
+    }
+
+    /// Whether the replayed step meets issue 12's target: within
+    /// [`GRAPH_TARGET`] of its kernels' sum, one launch and no allocation.
+    /// None when graphs were not asked for; false when the capture failed.
+    pub fn graph_target_met(&self, graphs: bool) -> Option<bool> {
+        graphs.then(|| {
+            self.graph.is_some_and(|g| {
+                g.per_step.kernel_launches == 1.0
+                    && g.per_step.device_allocations == 0.0
+                    && self.graph_over_kernels().is_some_and(|r| r <= GRAPH_TARGET)
+            })
+        })
+    }
+}
+
+/// A network's training state on the GPU and a batch of random images and
+/// labels already there: what the timing and the capture-safety check step
+/// through [`train_step`], as `train` does.
+struct StepRig {
+    kind: ModelKind,
+    math: Math,
+    state: ModelState<f32>,
+    optimizer: TrainOptimizer,
+    totals: StepTotals,
+    batch: PlacedBatch,
+}
+
+impl StepRig {
+    /// `steps`: how many steps the learning-rate schedule spans.
+    fn new(gpu: &'static Gpu, kind: ModelKind, math: Math, batch: usize, steps: usize) -> Self {
+        let backend = Backend::Gpu(gpu);
+        let mut state = ModelState::<f32>::init(kind, 42).map(|t| backend.place(t.clone()));
+        let optimizer = TrainOptimizer::new(backend, OptimizerConfig::for_model(kind, steps), &mut state.params);
+        let labels: Vec<u32> = (0..batch).map(|i| ((i * 7 + 3) % NUM_CLASSES) as u32).collect();
+        let batch = backend.place_batch(Batch {
+            images: random_tensor(&[batch, 32, 32, 3], 11),
+            labels,
+        });
+        StepRig {
+            kind,
+            math,
+            state,
+            optimizer,
+            totals: StepTotals::new(backend),
+            batch,
+        }
+    }
+
+    fn step(&mut self, graph: &mut StepGraph) -> Result<()> {
+        let batch = self.batch.clone();
+        train_step(
+            self.kind,
+            self.math,
+            &mut self.state,
+            &mut self.optimizer,
+            batch,
+            &mut self.totals,
+            graph,
+        )
+    }
+}
+
+/// [`STEP_WARMUP`] untimed calls of `step`, then the median GPU ms of
+/// [`STEP_ITERS`] timed ones, each between its own pair of events, and the
+/// runtime's counts per timed step.
+fn time_steps(gpu: &Gpu, mut step: impl FnMut() -> Result<()>) -> Result<StepTiming> {
     for _ in 0..STEP_WARMUP {
-        step(&mut state)?;
+        step()?;
     }
     let (mut before, mut after) = (counters::snapshot(), counters::snapshot());
     let times = gpu.time_each_ms(STEP_ITERS, |i| {
+        // Inside the events: the wait for them at the end is not the steps'.
         if i == 0 {
             before = counters::snapshot();
         }
-        step(&mut state)?;
+        step()?;
         if i + 1 == STEP_ITERS {
             after = counters::snapshot();
         }
         Ok::<(), anyhow::Error>(())
     })?;
-    let peak_bytes = gpu.peak_pool_bytes();
-    let finite = totals.read().bad_loss().is_none();
+    Ok(StepTiming {
+        ms: median(&times),
+        per_step: PerStep::of(&after.since(&before), STEP_ITERS),
+    })
+}
 
+/// The median over [`KERNEL_SUM_STEPS`] calls of `step` (eager steps) of
+/// the sum of the GPU times of the kernels each launched.
+fn kernel_sum_ms(gpu: &Gpu, mut step: impl FnMut() -> Result<()>) -> Result<f64> {
+    gpu.time_launches(true);
+    let sums: Result<Vec<f32>> = (0..KERNEL_SUM_STEPS)
+        .map(|_| {
+            step()?;
+            Ok(gpu.launch_times_ms().iter().sum())
+        })
+        .collect();
+    gpu.time_launches(false);
+    Ok(median(&sums?))
+}
+
+/// Median GPU ms of an eval-mode forward of [`EVAL_BATCH`] random images
+/// through `state`, after [`EVAL_WARMUP`] untimed ones.
+fn time_eval(gpu: &Gpu, kind: ModelKind, math: Math, state: &ModelState<f32>) -> f64 {
     let images = gpu.upload(&random_tensor(&[EVAL_BATCH, 32, 32, 3], 12));
     let eval = |_: usize| {
         let tape = Tape::no_grad().with_math(math);
@@ -523,14 +646,191 @@ pub fn time_network(gpu: &'static Gpu, kind: ModelKind, math: Math, batch: usize
     for i in 0..EVAL_WARMUP {
         eval(i).unwrap_or_else(|e| match e {});
     }
-    let eval_times = gpu.time_each_ms(EVAL_ITERS, eval).unwrap_or_else(|e| match e {});
+    median(&gpu.time_each_ms(EVAL_ITERS, eval).unwrap_or_else(|e| match e {}))
+}
+
+/// Times training steps (replayed unless `!graphs`, and eager) and eval
+/// batches of `kind` in `math` on `gpu`.
+pub fn time_network(gpu: &'static Gpu, kind: ModelKind, math: Math, batch: usize, graphs: bool) -> Result<NetTiming> {
+    let backend = Backend::Gpu(gpu);
+    gpu.synchronize();
+    gpu.reset_peak_pool_bytes();
+    let timed_runs = if graphs { 2 } else { 1 };
+    let steps = timed_runs * (STEP_WARMUP + STEP_ITERS) + KERNEL_SUM_STEPS;
+    let mut rig = StepRig::new(gpu, kind, math, batch, steps);
+    let graph = if graphs {
+        let mut graph = StepGraph::new(backend, true);
+        let timing = time_steps(gpu, || rig.step(&mut graph))?;
+        // A failed capture said why and left the steps eager.
+        let captured = matches!(graph, StepGraph::Gpu { graph: Some(_), .. });
+        captured.then_some(timing)
+    } else {
+        None
+    };
+    // The arena the steps above planned serves the eager steps as well.
+    let mut eager_graph = StepGraph::new(backend, false);
+    let eager = time_steps(gpu, || rig.step(&mut eager_graph))?;
+    let kernel_sum_ms = kernel_sum_ms(gpu, || rig.step(&mut eager_graph))?;
+    let peak_bytes = gpu.peak_pool_bytes();
+    let finite = rig.totals.read().bad_loss().is_none();
+    let eval_ms = time_eval(gpu, kind, math, &rig.state);
+    drop(rig);
+    // The next network plans its own buffers.
+    gpu.use_arena(false);
     Ok(NetTiming {
-        step_ms: median(&times),
-        eval_ms: median(&eval_times),
+        graph,
+        eager,
+        kernel_sum_ms,
+        eval_ms,
         peak_bytes,
-        per_step: PerStep::of(&after.since(&before), STEP_ITERS),
         finite,
     })
+}
+
+// ---------------------------------------------------------------------------
+// Capture safety
+// ---------------------------------------------------------------------------
+
+/// What the steps after the first of [`check_capture_safe`] did, in all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureSafety {
+    pub steps: usize,
+    pub launches: u64,
+    pub allocations: u64,
+    pub syncs: u64,
+    pub host_copies: u64,
+    /// Buffers the arena had to make (none: the first step planned them all).
+    pub new_buffers: u64,
+}
+
+impl CaptureSafety {
+    /// The line to print for `what` (network and math) when its steps are
+    /// capture-safe, or the error saying what they did instead.
+    pub fn verdict(&self, what: &str) -> Result<String, String> {
+        let Self {
+            steps,
+            launches,
+            allocations,
+            syncs,
+            host_copies,
+            new_buffers,
+        } = *self;
+        if allocations + syncs + host_copies + new_buffers == 0 {
+            let per_step = launches as f64 / steps as f64;
+            return Ok(format!(
+                "capture-safe: {what} {steps} steps, 0 allocations, 0 syncs, {per_step:.0} launches/step"
+            ));
+        }
+        Err(format!(
+            "capture-safe: {what}: the {steps} steps after the first made {}, {}, {} and {} (a captured step may make none)",
+            plural(allocations, "allocation"),
+            plural(syncs, "host sync"),
+            plural(host_copies, "host copy"),
+            plural(new_buffers, "new arena buffer"),
+        ))
+    }
+}
+
+/// "1 allocation", "2 allocations".
+fn plural(n: u64, what: &str) -> String {
+    match (n, what.strip_suffix('y')) {
+        (1, _) => format!("1 {what}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        (_, None) => format!("{n} {what}s"),
+    }
+}
+
+/// Runs [`CAPTURE_SAFE_STEPS`] eager training steps of `kind` in `math`:
+/// the first plans the step arena, the others run with the arena sealed and
+/// waits forbidden (either panics at the first offence). What those did, or
+/// the error of a step that failed; `what` names the network in it.
+pub fn check_capture_safe(
+    gpu: &'static Gpu,
+    kind: ModelKind,
+    math: Math,
+    batch: usize,
+    what: &str,
+) -> Result<CaptureSafety, String> {
+    let mut rig = StepRig::new(gpu, kind, math, batch, CAPTURE_SAFE_STEPS);
+    let mut eager = StepGraph::new(Backend::Gpu(gpu), false);
+    let failed = |step: usize, why: String| format!("capture-safe: {what}: step {step} of {CAPTURE_SAFE_STEPS} failed: {why}");
+    rig.step(&mut eager).map_err(|e| failed(1, format!("{e:#}")))?;
+    // Starts the arena's counts over.
+    gpu.arena_counts();
+    let before = counters::snapshot();
+    gpu.seal_arena(true);
+    gpu.forbid_waits(true);
+    let mut done = 1;
+    let steps = catch_quietly(|| -> Result<()> {
+        while done < CAPTURE_SAFE_STEPS {
+            rig.step(&mut eager)?;
+            done += 1;
+        }
+        Ok(())
+    });
+    gpu.seal_arena(false);
+    gpu.forbid_waits(false);
+    let counts = counters::snapshot().since(&before);
+    let (arena, _) = gpu.arena_counts();
+    drop((rig, eager));
+    gpu.use_arena(false);
+    match steps {
+        Err(panic) => Err(failed(done + 1, panic)),
+        Ok(Err(e)) => Err(failed(done + 1, format!("{e:#}"))),
+        Ok(Ok(())) => Ok(CaptureSafety {
+            steps: CAPTURE_SAFE_STEPS - 1,
+            launches: counts.get(Event::KernelLaunch),
+            allocations: counts.get(Event::DeviceAllocation),
+            syncs: counts.get(Event::HostSync),
+            host_copies: counts.get(Event::HostCopy),
+            new_buffers: arena.new_buffers,
+        }),
+    }
+}
+
+/// Runs `f`; a panic becomes its message, which the caller reports, so the
+/// panic hook does not print it as well.
+fn catch_quietly<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    let hook = panic::take_hook();
+    panic::set_hook(Box::new(|_| {}));
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    panic::set_hook(hook);
+    result.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
+        message.unwrap_or_else(|| "it panicked".into())
+    })
+}
+
+/// `cifar-kern bench --capture-safe`: one line per network and math, or
+/// the error of those that are not capture-safe.
+pub fn run_capture_safe(args: &BenchArgs) -> Result<()> {
+    let gpu = open_gpu(args)?;
+    let (mut failures, mut checks) = (Vec::new(), 0);
+    for kind in args.networks.kinds() {
+        for math in maths(args) {
+            checks += 1;
+            let what = format!("{kind} ({math})");
+            match check_capture_safe(gpu, kind, math, args.batch_size as usize, &what)
+                .and_then(|safety| safety.verdict(&what))
+            {
+                Ok(line) => println!("{line}"),
+                Err(why) => failures.push(why),
+            }
+        }
+    }
+    match failures.as_slice() {
+        [] => Ok(()),
+        [one] => bail!("{one}"),
+        many => {
+            for why in many {
+                eprintln!("{why}");
+            }
+            bail!("capture-safe: {} of {checks} network runs failed (each said why above)", many.len())
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -546,6 +846,8 @@ pub struct BenchReport {
     /// Where the TF32 variants came from.
     pub tiles: String,
     pub maths: Vec<Math>,
+    /// Whether steps were captured and replayed (not `--no-graph`).
+    pub graphs: bool,
     pub networks: Vec<(ModelKind, Vec<(Math, NetTiming)>)>,
     pub convs: Vec<ConvTiming>,
     /// Measured ceilings: copy GB/s, and GEMM TFLOP/s per mode.
@@ -570,11 +872,21 @@ impl BenchReport {
         for (kind, by_math) in &self.networks {
             let mut net = Map::new();
             for (math, t) in by_math {
-                net.insert(format!("{math}_ms"), json!(round(t.step_ms, 4)));
+                // The step as `train` runs it: what peers.py compares.
+                net.insert(format!("{math}_ms"), json!(round(t.step().ms, 4)));
+                net.insert(format!("per_step_{math}"), t.step().per_step.to_json());
+                net.insert(format!("graph_{math}_ms"), json!(t.graph.map(|g| round(g.ms, 4))));
+                net.insert(format!("eager_{math}_ms"), json!(round(t.eager.ms, 4)));
+                net.insert(format!("per_step_eager_{math}"), t.eager.per_step.to_json());
+                net.insert(format!("kernel_sum_{math}_ms"), json!(round(t.kernel_sum_ms, 4)));
+                net.insert(
+                    format!("graph_over_kernels_{math}"),
+                    json!(t.graph_over_kernels().map(|r| round(r, 3))),
+                );
+                net.insert(format!("graph_target_met_{math}"), json!(t.graph_target_met(self.graphs)));
                 net.insert(format!("eval_{math}_ms"), json!(round(t.eval_ms, 4)));
                 let peak = t.peak_bytes.map(|b| round(b as f64 / (1u64 << 20) as f64, 1));
                 net.insert(format!("peak_mib_{math}"), json!(peak));
-                net.insert(format!("per_step_{math}"), t.per_step.to_json());
                 net.insert(format!("finite_{math}"), json!(t.finite));
             }
             let sums: Vec<(Math, Option<f64>)> = self
@@ -636,8 +948,11 @@ impl BenchReport {
             "batch": self.batch,
             "eval_batch": EVAL_BATCH,
             "tiles": self.tiles,
+            "step_graphs": self.graphs,
+            "graph_target": {"max_graph_over_kernels": GRAPH_TARGET, "launches_per_step": 1, "allocations_per_step": 0},
             "timing": {
                 "step": {"warmup": STEP_WARMUP, "iters": STEP_ITERS},
+                "kernel_sum": {"steps": KERNEL_SUM_STEPS},
                 "eval": {"warmup": EVAL_WARMUP, "iters": EVAL_ITERS},
                 "conv": {"warmup": CONV_WARMUP, "iters": CONV_ITERS},
             },
@@ -648,7 +963,46 @@ impl BenchReport {
         })
     }
 
-    /// The tables: convs first, then per network (the summary) last.
+    /// The table of the training steps, replayed and eager, against the
+    /// sum of their kernels: one row per network and math.
+    fn steps_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\nTraining steps: median ms of {STEP_ITERS} replayed (CUDA graph) and of {STEP_ITERS} eager steps; kernels = median over {KERNEL_SUM_STEPS} eager steps of the sum of their kernels' times; per step: launches/allocations/device copies/host syncs; target: graph/kernels <= {GRAPH_TARGET:.2}, 1 launch, 0 allocations"
+        );
+        let headers = [
+            "network", "math", "graph", "eager", "kernels", "graph/kernels", "target", "graph counts", "eager counts",
+        ]
+        .map(String::from);
+        let counts = |p: &PerStep| {
+            let cells = [p.kernel_launches, p.device_allocations, p.device_copies, p.host_syncs];
+            cells.map(|v| format!("{v:.0}")).join("/")
+        };
+        let mut rows = Vec::new();
+        for (kind, by_math) in &self.networks {
+            for (math, t) in by_math {
+                let dash = || "-".to_string();
+                rows.push(vec![
+                    kind.name().to_string(),
+                    math.to_string(),
+                    t.graph.map_or_else(dash, |g| format!("{:.3}", g.ms)),
+                    format!("{:.3}", t.eager.ms),
+                    format!("{:.3}", t.kernel_sum_ms),
+                    t.graph_over_kernels().map_or_else(dash, |r| format!("{r:.2}x")),
+                    t.graph_target_met(self.graphs)
+                        .map_or_else(dash, |met| if met { "yes".into() } else { "NO".into() }),
+                    t.graph.map_or_else(dash, |g| counts(&g.per_step)),
+                    counts(&t.eager.per_step),
+                ]);
+            }
+        }
+        out.push_str(&table(&headers, &rows));
+        out
+    }
+
+    /// The tables: convs first, then the training steps, then per network
+    /// (the summary) last.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -703,9 +1057,11 @@ impl BenchReport {
             }
             out.push_str(&table(&headers, &rows));
         }
+        out.push_str(&self.steps_text());
+        let as_trained = if self.graphs { "replayed" } else { "eager" };
         let _ = writeln!(
             out,
-            "\nNetworks: median ms per training step ({STEP_ITERS} steps) and per eval batch ({EVAL_ITERS}); conv sum = Σ count x (fwd + bwd_data + bwd_weight); peak = GPU memory pool peak"
+            "\nNetworks: median ms per training step ({STEP_ITERS} {as_trained} steps) and per eval batch ({EVAL_ITERS}); conv sum = Σ count x (fwd + bwd_data + bwd_weight); peak = GPU memory pool peak"
         );
         let mut headers = vec!["network".to_string()];
         for math in &self.maths {
@@ -729,7 +1085,7 @@ impl BenchReport {
                     Some(t) => {
                         row.push(format!(
                             "{:.3}{}",
-                            t.step_ms,
+                            t.step().ms,
                             if t.finite { "" } else { " (loss not finite)" }
                         ));
                         row.push(format!("{:.3}", t.eval_ms));
@@ -738,7 +1094,7 @@ impl BenchReport {
                             t.peak_bytes
                                 .map_or("-".into(), |b| format!("{:.0}", b as f64 / (1u64 << 20) as f64)),
                         );
-                        row.push(format!("{:.0}", t.per_step.kernel_launches));
+                        row.push(format!("{:.0}", t.step().per_step.kernel_launches));
                     }
                     None => row.extend(["-".to_string(), "-".into(), "-".into(), "-".into(), "-".into()]),
                 }
@@ -746,8 +1102,8 @@ impl BenchReport {
             if both {
                 let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
                 let step = ratio(
-                    self.timing(*kind, Math::Fp32).map(|t| t.step_ms),
-                    self.timing(*kind, Math::Tf32).map(|t| t.step_ms),
+                    self.timing(*kind, Math::Fp32).map(|t| t.step().ms),
+                    self.timing(*kind, Math::Tf32).map(|t| t.step().ms),
                 );
                 let conv = ratio(
                     conv_sum(*kind, &self.convs, Math::Fp32),
@@ -804,19 +1160,31 @@ pub fn table(headers: &[String], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// `cifar-kern bench`.
-pub fn run(args: &BenchArgs) -> Result<()> {
+/// The GPU with `--tiles`' table chosen (before it opens), or the one-line
+/// error that there is none.
+fn open_gpu(args: &BenchArgs) -> Result<&'static Gpu> {
     if let Some(path) = &args.tiles {
         use_tiles_file(path)?;
     }
-    let gpu = need_gpu("bench")?;
-    let batch = args.batch_size as usize;
-    // One network is timed as `train` runs it; `all` compares both modes.
-    let maths: Vec<Math> = match (args.math, args.networks) {
+    need_gpu("bench")
+}
+
+/// The math modes to run: `--math`, else one network as `train` runs it and
+/// `all` in both modes (to compare them).
+fn maths(args: &BenchArgs) -> Vec<Math> {
+    match (args.math, args.networks) {
         (Some(m), _) => vec![m],
         (None, Networks::All) => Math::ALL.to_vec(),
         (None, Networks::One(_)) => vec![TRAIN_MATH],
-    };
+    }
+}
+
+/// `cifar-kern bench` (without `--capture-safe`).
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let gpu = open_gpu(args)?;
+    let batch = args.batch_size as usize;
+    let graphs = !args.no_graph;
+    let maths = maths(args);
     let kinds = args.networks.kinds();
     let tiles = match &args.tiles {
         Some(path) => format!(
@@ -842,10 +1210,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for &kind in &kinds {
         let mut by_math = Vec::new();
         for &math in &maths {
-            let t = time_network(gpu, kind, math, batch).with_context(|| format!("timing {kind} in {math}"))?;
+            let t = time_network(gpu, kind, math, batch, graphs).with_context(|| format!("timing {kind} in {math}"))?;
+            let graph = t.graph.map_or(String::new(), |g| format!("{:.3} ms/step replayed, ", g.ms));
             eprintln!(
-                "{kind} {math}: {:.3} ms/step, {:.3} ms/eval batch",
-                t.step_ms, t.eval_ms
+                "{kind} {math}: {graph}{:.3} eager, kernels {:.3}; {:.3} ms/eval batch",
+                t.eager.ms, t.kernel_sum_ms, t.eval_ms
             );
             by_math.push((math, t));
         }
@@ -861,6 +1230,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         batch,
         tiles,
         maths,
+        graphs,
         networks,
         convs,
         copy_gbps,

@@ -16,7 +16,7 @@
 //!   `curves.png`, drawn from the metrics when the run finishes.
 
 use crate::autograd::{GradSlots, Tape, Var};
-use crate::backend::{Backend, BatchPlacer, Halt, PlacedBatch, StepTotals};
+use crate::backend::{Backend, BatchPlacer, Halt, PlacedBatch, StepGraph, StepTotals};
 use crate::checkpoint::{self, CheckpointMetadata, NamedTensors};
 use crate::counters::{self, Event};
 use crate::cuda::optim::{FlatParams, GpuOptimizer};
@@ -97,6 +97,11 @@ pub struct TrainConfig {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// On the GPU, run every step's kernels eagerly instead of replaying the
+    /// step as one CUDA graph: the same kernels, the same results (the
+    /// checkpoints do not record it), more launch overhead.
+    #[arg(long)]
+    pub no_graph: bool,
 }
 
 /// Parses a count flag. Negative numbers reach this parser (instead of
@@ -306,7 +311,9 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
     };
     *interrupt::status() = interrupted_line(config, &run, progress.epoch);
     let mut totals = StepTotals::new(backend);
-    let mut placer = BatchPlacer::new(backend);
+    let mut placer = BatchPlacer::new(backend, &loader);
+    // From here on the GPU's allocations come from the step arena.
+    let mut graph = StepGraph::new(backend, !config.no_graph);
     let mut events = EventWriter::create(run.path())?;
     eprintln!(
         "training {} ({} parameters) for {} of {} on {} images, in {math}",
@@ -336,10 +343,17 @@ pub fn train(config: &TrainConfig) -> Result<RunResults> {
                 progress.epoch
             )
         };
-        for (step, batch) in (1..).zip(loader.epoch(epoch)) {
-            let batch = placer.place(batch);
-            train_step(config.model, math, &mut state, &mut optimizer, batch, &mut totals)
-                .with_context(|| stopped(step))?;
+        for (step, batch) in (1..).zip(placer.epoch(&loader, epoch)) {
+            train_step(
+                config.model,
+                math,
+                &mut state,
+                &mut optimizer,
+                batch,
+                &mut totals,
+                &mut graph,
+            )
+            .with_context(|| stopped(step))?;
             seen += config.batch_size;
             let rate = seen as f64 / started.elapsed().as_secs_f64();
             // Loss and accuracy so far, glanced at without waiting (on the GPU
@@ -550,6 +564,10 @@ impl TrainOptimizer {
 ///
 /// The convolutions, forward and backward, compute in `math` on the GPU
 /// (the CPU always computes exactly).
+///
+/// `graph` decides how the step is issued (eagerly, captured, replayed: see
+/// [`StepGraph`]); a replay runs none of the host code below, so that code
+/// only enqueues GPU work whose every changing value is in device memory.
 pub fn train_step(
     model: ModelKind,
     math: Math,
@@ -557,6 +575,7 @@ pub fn train_step(
     optimizer: &mut TrainOptimizer,
     batch: PlacedBatch,
     totals: &mut StepTotals,
+    graph: &mut StepGraph,
 ) -> Result<()> {
     let batch_size = batch.images.shape()[0];
     // A GPU failure anywhere below unwinds to here (`crate::failure`).
@@ -568,7 +587,7 @@ pub fn train_step(
             .map_or_else(Tape::new, Tape::with_grad_slots)
             .with_math(math);
         let mut ctx = Ctx::new(&tape, state, true);
-        let PlacedBatch { images, labels } = batch;
+        let PlacedBatch { images, labels } = batch.clone();
         let logits = model.forward(&mut ctx, &Var::constant(images));
         let running = ctx.into_running_update();
         let loss = tape.cross_entropy(&logits, &labels);
@@ -577,7 +596,6 @@ pub fn train_step(
             bail!(bad_loss(bad));
         }
         let all_grads = tape.backward(&loss);
-        kill_point::reached(Phase::Step);
         let grads: BTreeMap<String, _> = state
             .params
             .keys()
@@ -597,7 +615,9 @@ pub fn train_step(
         state.update_running(running, halt);
         Ok(())
     };
-    failure::catch(step).map_err(|e| gpu_failed(e, batch_size))?
+    failure::catch(|| graph.run(batch_size, step)).map_err(|e| gpu_failed(e, batch_size))??;
+    kill_point::reached(Phase::Step);
+    Ok(())
 }
 
 /// The error of a GPU failure in a training step.

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 
+use cifar_kern::cuda::augment::sample_records;
 use cifar_kern::data::cifar::{RECORD_BYTES, TEST_FILE, TRAIN_FILES};
 use cifar_kern::data::download::ARCHIVE_NAME;
 use cifar_kern::data::split::{NUM_TRAIN_IMAGES, NUM_VAL_IMAGES};
@@ -546,6 +547,40 @@ fn training_batches_follow_the_epoch_order_with_augmented_images() {
             &batch.images.data()[k * IMAGE_BYTES..(k + 1) * IMAGE_BYTES],
             &expected[..]
         );
+    }
+}
+
+/// The index-only epoch a GPU trainer takes is the loader's cut, and the
+/// records drawn for it (`sample_records`), applied by the CPU reference of
+/// the GPU kernel (`Augmentation::apply`), are the loader's images, bit for bit.
+#[test]
+fn index_only_epochs_are_the_loaders_batches() {
+    let data = random_set(120, 10);
+    let indices: Vec<usize> = (3..110).collect(); // 6 batches of 16, 11 images dropped
+    let loader = TrainLoader::new(Arc::clone(&data), &indices, options(3, 12));
+    for epoch in [0, 5] {
+        let cut = loader.epoch_indices(epoch);
+        assert_eq!(cut.len(), 6);
+        let mut batches = 0;
+        for (chunk, batch) in cut.zip(loader.epoch(epoch)) {
+            let labels: Vec<u32> = chunk.iter().map(|&i| u32::from(data.label(i))).collect();
+            assert_eq!(batch.labels, labels);
+            let mut images = vec![0f32; chunk.len() * IMAGE_BYTES];
+            for (r, out) in sample_records(&chunk, 12, epoch)
+                .iter()
+                .zip(images.chunks_exact_mut(IMAGE_BYTES))
+            {
+                r.augmentation().apply(data.image(r.image as usize), out);
+            }
+            let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(batch.images.shape(), [16, 32, 32, 3]);
+            assert!(
+                bits(batch.images.data()) == bits(&images),
+                "epoch {epoch}: other images"
+            );
+            batches += 1;
+        }
+        assert_eq!(batches, 6);
     }
 }
 

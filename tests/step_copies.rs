@@ -15,7 +15,7 @@
 #[path = "harness/mod.rs"]
 mod harness;
 
-use cifar_kern::backend::{Backend, StepTotals};
+use cifar_kern::backend::{Backend, StepGraph, StepTotals};
 use cifar_kern::counters::{self, Counts, Event};
 use cifar_kern::cuda::{Gpu, REQUIRE_GPU_VAR};
 use cifar_kern::data::Batch;
@@ -48,7 +48,16 @@ fn two_steps(backend: Backend) -> [Counts; 2] {
             labels: vec![0, 1, 2, 3],
         });
         let before = counters::snapshot();
-        train_step(model, TRAIN_MATH, &mut state, &mut optimizer, batch, &mut totals).unwrap();
+        train_step(
+            model,
+            TRAIN_MATH,
+            &mut state,
+            &mut optimizer,
+            batch,
+            &mut totals,
+            &mut StepGraph::Eager,
+        )
+        .unwrap();
         let counts = counters::snapshot().since(&before);
         assert!(totals.read().loss_sum.is_finite());
         counts

@@ -3,7 +3,7 @@
 //! reports the bad loss at once (the GPU does at the epoch's end:
 //! `gpu_step_halts_after_a_non_finite_loss` in tests/gpu/step.rs).
 
-use cifar_kern::backend::{Backend, PlacedBatch, StepTotals};
+use cifar_kern::backend::{Backend, PlacedBatch, StepGraph, StepTotals};
 use cifar_kern::data::Batch;
 use cifar_kern::layers::Math;
 use cifar_kern::models::{ModelKind, ModelState};
@@ -26,9 +26,17 @@ fn non_finite_loss_stops_the_epoch_without_touching_the_state() {
     let mut totals = StepTotals::new(Backend::Cpu);
     let before = state.clone();
     for (value, what) in [(f32::NAN, "the NaN batch"), (0.5, "a later batch of the epoch")] {
-        let err = train_step(model, Math::Fp32, &mut state, &mut optimizer, batch(value), &mut totals)
-            .unwrap_err()
-            .to_string();
+        let err = train_step(
+            model,
+            Math::Fp32,
+            &mut state,
+            &mut optimizer,
+            batch(value),
+            &mut totals,
+            &mut StepGraph::Eager,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("the loss became NaN"), "{what}: {err}");
         assert_eq!(state.params, before.params, "{what}");
         assert_eq!(state.batch_stats, before.batch_stats, "{what}");
@@ -39,7 +47,16 @@ fn non_finite_loss_stops_the_epoch_without_touching_the_state() {
 
     // The next epoch's totals start clean, and a finite batch does train.
     totals.reset();
-    train_step(model, Math::Fp32, &mut state, &mut optimizer, batch(0.5), &mut totals).unwrap();
+    train_step(
+        model,
+        Math::Fp32,
+        &mut state,
+        &mut optimizer,
+        batch(0.5),
+        &mut totals,
+        &mut StepGraph::Eager,
+    )
+    .unwrap();
     let t = totals.read();
     assert!(t.loss_sum.is_finite() && t.loss_sum > 0.0 && t.steps == 1 && t.first_bad_step == 0);
     assert_eq!(optimizer.step_count(), 1);

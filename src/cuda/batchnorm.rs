@@ -405,7 +405,12 @@ pub fn backward_plan<T: Float>(
 
 /// The channels of `x`, checking `scale`, `bias` and a residual as the CPU
 /// op does.
-fn checked_channels<T>(x: &GpuTensor<T>, scale: &GpuTensor<T>, bias: &GpuTensor<T>, tail: Epilogue<&GpuTensor<T>>) -> usize {
+fn checked_channels<T>(
+    x: &GpuTensor<T>,
+    scale: &GpuTensor<T>,
+    bias: &GpuTensor<T>,
+    tail: Epilogue<&GpuTensor<T>>,
+) -> usize {
     let c = *x.shape().last().expect("batch norm of a scalar");
     assert_eq!(scale.shape(), [c], "batch norm scale must have shape [{c}]");
     assert_eq!(bias.shape(), [c], "batch norm bias must have shape [{c}]");
@@ -585,13 +590,24 @@ mod tests {
 
     #[test]
     fn chunks_cover_every_row_once() {
-        for (rows, c) in [(16, 8), (512, 40), (513, 3), (2048, 16), (28_800, 12), (131_072, 16), (8192, 1024)] {
+        for (rows, c) in [
+            (16, 8),
+            (512, 40),
+            (513, 3),
+            (2048, 16),
+            (28_800, 12),
+            (131_072, 16),
+            (8192, 1024),
+        ] {
             let red = Reduction::new(rows, c);
             assert!(red.chunks * red.chunk_rows >= rows, "{rows} rows");
             assert!((red.chunks - 1) * red.chunk_rows < rows, "{rows} rows: an empty chunk");
             assert_eq!(red.launch().grid_dim.0 as usize, red.chunks);
             let blocks = red.chunks * c.div_ceil(red.tile);
-            assert!(blocks <= TARGET_BLOCKS.max(c.div_ceil(red.tile)), "{rows} x {c}: {blocks} blocks");
+            assert!(
+                blocks <= TARGET_BLOCKS.max(c.div_ceil(red.tile)),
+                "{rows} x {c}: {blocks} blocks"
+            );
         }
         // ResNet's first layers: 512 chunks of 256 rows, 16 rows per lane.
         let red = Reduction::new(131_072, 16);
@@ -600,7 +616,15 @@ mod tests {
 
     #[test]
     fn tiles_cover_every_channel_with_whole_warps() {
-        for (c, tile, tiles) in [(3, 4, 1), (8, 8, 1), (16, 16, 1), (24, 32, 1), (32, 32, 1), (33, 32, 2), (184, 32, 6)] {
+        for (c, tile, tiles) in [
+            (3, 4, 1),
+            (8, 8, 1),
+            (16, 16, 1),
+            (24, 32, 1),
+            (32, 32, 1),
+            (33, 32, 2),
+            (184, 32, 6),
+        ] {
             let cfg = Reduction::new(131_072, c).launch();
             assert_eq!((cfg.block_dim.0, cfg.grid_dim.1), (tile, tiles), "{c} channels");
             assert_eq!(cfg.block_dim.0 * cfg.block_dim.1, REDUCE_THREADS as u32);
@@ -630,12 +654,20 @@ mod tests {
             relu: true,
         };
         let mut plan = forward_train_plan::<f32>(6, &shape, 7, 8, tail, 9, stats, 10, 12);
-        plan.extend(backward_plan::<f32>(6, 7, 9, &shape, 8, stats, true, tail, grads, 10, 12));
+        plan.extend(backward_plan::<f32>(
+            6, 7, 9, &shape, 8, stats, true, tail, grads, 10, 12,
+        ));
         plan.extend(update_running_plan::<f32>(stats, stats, 0, 12));
         let kernels: Vec<_> = plan.iter().map(|l| l.kernel.as_str()).collect();
         assert_eq!(
             kernels,
-            ["stats_f32", "apply_f32", "grad_sums_f32", "input_grad_f32", "update_running_f32"]
+            [
+                "stats_f32",
+                "apply_f32",
+                "grad_sums_f32",
+                "input_grad_f32",
+                "update_running_f32"
+            ]
         );
         plan.extend(forward_eval_plan::<f64>(6, &shape, 7, 8, stats, Epilogue::NONE, 9, 10));
         crate::cuda::launch::assert_plan_matches_ptx(&plan);

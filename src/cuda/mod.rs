@@ -34,12 +34,12 @@ pub mod conv_shape;
 pub mod conv_tiles;
 pub mod dense;
 pub mod elementwise;
+pub mod graph;
 pub mod launch;
 pub mod loss;
 pub mod optim;
 pub mod pool;
 pub mod reduce;
-pub mod staging;
 pub mod tensor_core_check;
 
 use crate::arena::{self, Arena, Buffer, Key};
@@ -53,6 +53,7 @@ use cudarc::driver::{
 };
 use std::any::Any;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// `(module name, PTX text)` for every `kernels/*.cu`; empty when the crate
@@ -157,6 +158,11 @@ pub struct Gpu {
     /// The step arena, while one is in use ([`Gpu::use_arena`]): every
     /// allocation is lent from it.
     arena: Mutex<Option<Arena<ArenaBuffer>>>,
+    /// While some, every launch of [`Gpu::run`] is bracketed by a pair of
+    /// events here ([`Gpu::time_launches`]).
+    launch_events: Mutex<Option<Vec<(CudaEvent, CudaEvent)>>>,
+    /// Capture-safety: waiting for the GPU is an error ([`Gpu::forbid_waits`]).
+    waits_forbidden: AtomicBool,
     /// Compute capability as 10 x major + minor (90 for H100 and H200).
     arch: u32,
     sm_count: usize,
@@ -258,6 +264,8 @@ impl Gpu {
             ones,
             ticket,
             arena: Mutex::new(None),
+            launch_events: Mutex::new(None),
+            waits_forbidden: AtomicBool::new(false),
             arch: (major * 10 + minor) as u32,
             sm_count: sm_count as usize,
             conv_tiles: CONV_TILES
@@ -361,7 +369,14 @@ impl Gpu {
     /// device memory as large as the plan that built them assumed.
     pub unsafe fn run(&self, plan: &[launch::Launch]) {
         counters::add(Event::KernelLaunch, plan.len() as u64);
+        let mut timed = self.launch_events.lock().expect("the launch events' lock");
         for l in plan {
+            let events = timed.as_mut().map(|events| {
+                let pair = (self.timing_event(), self.timing_event());
+                pair.0.record(&self.stream).or_fail(|| "recording an event".into());
+                events.push(pair);
+                events.len() - 1
+            });
             let f = self
                 .kernels
                 .get(l.module)
@@ -383,7 +398,51 @@ impl Gpu {
                 )
             }
             .or_fail(|| format!("launching {l:?}"));
+            if let (Some(events), Some(i)) = (timed.as_ref(), events) {
+                events[i].1.record(&self.stream).or_fail(|| "recording an event".into());
+            }
         }
+    }
+
+    fn timing_event(&self) -> CudaEvent {
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let event = self.stream.context().new_event(flags);
+        event.or_fail(|| "creating a timing event".into())
+    }
+
+    /// While `on`, every kernel launch is bracketed by a pair of CUDA
+    /// events, so [`Gpu::launch_times_ms`] can sum the kernels' own times
+    /// (the sum a replayed graph of the same launches cannot beat). Costs
+    /// two event records a launch: for `bench`, never for training.
+    pub fn time_launches(&self, on: bool) {
+        *self.launch_events.lock().expect("the launch events' lock") = on.then(Vec::new);
+    }
+
+    /// Milliseconds of each launch bracketed since [`Gpu::time_launches`]
+    /// (or the last call), after waiting for them.
+    pub fn launch_times_ms(&self) -> Vec<f32> {
+        self.synchronize();
+        let mut timed = self.launch_events.lock().expect("the launch events' lock");
+        let events = timed.as_mut().map(std::mem::take).unwrap_or_default();
+        let elapsed =
+            |(start, end): &(CudaEvent, CudaEvent)| start.elapsed_ms(end).or_fail(|| "reading an event".into());
+        events.iter().map(elapsed).collect()
+    }
+
+    /// Capture-safety: while `forbidden`, any wait for the GPU (a download,
+    /// a synchronisation) is an error, as it is inside a CUDA graph capture.
+    /// `bench --capture-safe` runs its eager steps after the first so.
+    pub fn forbid_waits(&self, forbidden: bool) {
+        self.waits_forbidden.store(forbidden, Ordering::Relaxed);
+    }
+
+    /// Counts a wait for the GPU, refused while waits are forbidden.
+    fn wait(&self, what: &str) {
+        assert!(
+            !self.waits_forbidden.load(Ordering::Relaxed),
+            "capture-safety: {what} waits for the GPU in a step after the first"
+        );
+        counters::add(Event::HostSync, 1);
     }
 
     /// 1 as a scalar GPU tensor (shared: never written).
@@ -410,19 +469,12 @@ impl Gpu {
     }
 
     /// Page-locked host memory for `len` elements, uninitialised: for
-    /// copies the stream runs asynchronously ([`staging`]).
+    /// copies the stream runs asynchronously (the training batches' records).
     pub fn alloc_pinned<E: DeviceRepr>(&self, len: usize) -> PinnedHostSlice<E> {
         let bytes = len * std::mem::size_of::<E>();
         // SAFETY: the caller writes the memory before copying it.
         unsafe { self.stream.context().alloc_pinned::<E>(len) }
             .or_fail(|| format!("allocating {bytes} bytes of pinned host memory"))
-    }
-
-    /// A device copy of pinned host memory, enqueued: the host does not
-    /// wait (the buffer's event marks when the copy is done).
-    pub fn upload_pinned<E: DeviceRepr>(&self, data: &PinnedHostSlice<E>) -> CudaSlice<E> {
-        counters::add(Event::DeviceAllocation, 1);
-        self.stream.clone_htod(data).or_fail(|| "uploading a batch".into())
     }
 
     /// Enqueues a copy of `b` into pinned host memory and returns an event
@@ -440,7 +492,7 @@ impl Gpu {
     /// A host copy of a GPU tensor.
     pub fn download<T: Float>(&self, t: &Tensor<T>) -> Tensor<T> {
         let data = t.gpu_data().expect("download() of a host tensor");
-        counters::add(Event::HostSync, 1);
+        self.wait("a download");
         Tensor::new(
             t.shape(),
             self.stream
@@ -562,7 +614,7 @@ impl Gpu {
     }
 
     pub fn synchronize(&self) {
-        counters::add(Event::HostSync, 1);
+        self.wait("a synchronisation");
         self.stream.synchronize().or_fail(|| "waiting for the GPU".into());
     }
 
@@ -584,7 +636,7 @@ impl Gpu {
 
     /// A host copy of a buffer.
     pub fn download_buffer<T: DeviceRepr>(&self, b: &DeviceBuffer<T>) -> Vec<T> {
-        counters::add(Event::HostSync, 1);
+        self.wait("a download");
         self.stream
             .clone_dtoh(&*b.data)
             .or_fail(|| "downloading a buffer".into())

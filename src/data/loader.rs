@@ -7,7 +7,9 @@
 //! bounded channel; the consumer takes batch `b` from worker `b % n`. So the
 //! batches arrive in order with no reordering buffer, at most `n * prefetch`
 //! of them wait in memory, and since every image draws its augmentation from
-//! its own random stream (see `rng`), the batches do not depend on `n`.
+//! its own random stream (see `rng`), the batches do not depend on `n`. A
+//! trainer that augments on the GPU takes only the cut
+//! ([`TrainLoader::epoch_indices`]) and draws from the same streams.
 
 use std::num::NonZeroUsize;
 use std::panic;
@@ -85,11 +87,29 @@ impl TrainLoader {
         self.indices.len() / self.options.batch_size
     }
 
+    /// The images the batches are drawn from.
+    pub fn data(&self) -> &ImageSet {
+        &self.data
+    }
+
+    pub fn options(&self) -> &TrainOptions {
+        &self.options
+    }
+
     /// The order the images are visited in `epoch`.
     pub fn epoch_order(&self, epoch: usize) -> Vec<usize> {
         let mut order = self.indices.clone();
         order.shuffle(&mut shuffle_rng(self.options.seed, epoch));
         order
+    }
+
+    /// The images of each of `epoch`'s batches, as [`TrainLoader::epoch`]
+    /// cuts them, without augmenting any: for a trainer that augments on
+    /// the GPU, drawing each image's augmentation from the same stream
+    /// ([`training_augmentation`]).
+    pub fn epoch_indices(&self, epoch: usize) -> impl ExactSizeIterator<Item = Vec<usize>> {
+        let (order, batch_size) = (self.epoch_order(epoch), self.options.batch_size);
+        (0..self.batches_per_epoch()).map(move |b| batch_of(&order, batch_size, b).to_vec())
     }
 
     /// Starts the workers for `epoch` (0-based) and returns its batches.
@@ -104,7 +124,7 @@ impl TrainLoader {
                 let (data, order, seed) = (Arc::clone(&self.data), Arc::clone(&order), self.options.seed);
                 let handle = thread::spawn(move || {
                     for b in (w..num_batches).step_by(workers) {
-                        let chunk = &order[b * batch_size..(b + 1) * batch_size];
+                        let chunk = batch_of(&order, batch_size, b);
                         if tx.send(augmented_batch(&data, chunk, seed, epoch)).is_err() {
                             return; // the consumer stopped early
                         }
@@ -120,6 +140,11 @@ impl TrainLoader {
             len: num_batches,
         }
     }
+}
+
+/// Batch `b` of an epoch's `order`: whole batches only.
+fn batch_of(order: &[usize], batch_size: usize, b: usize) -> &[usize] {
+    &order[b * batch_size..(b + 1) * batch_size]
 }
 
 /// The augmentation that image `index` (of the training images) gets in

@@ -44,7 +44,9 @@ fn moments<T: Float>(x: &[T], c: usize) -> (Vec<f64>, Vec<f64>) {
 /// The affine map `y = x * a + b` of normalising with `mean` and `var`:
 /// `a = scale / sqrt(var + eps)`, `b = bias - mean * a`, per channel.
 fn affine<T: Float>(scale: &Tensor<T>, bias: &Tensor<T>, mean: &[f64], var: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    let a: Vec<f64> = (0..mean.len()).map(|i| scale.data()[i].f64() / (var[i] + EPS).sqrt()).collect();
+    let a: Vec<f64> = (0..mean.len())
+        .map(|i| scale.data()[i].f64() / (var[i] + EPS).sqrt())
+        .collect();
     let b = (0..mean.len()).map(|i| bias.data()[i].f64() - mean[i] * a[i]).collect();
     (a, b)
 }

@@ -14,9 +14,12 @@
 //! checks that nothing is read out of bounds. `launch_1d` caps the grid only
 //! at 65,535 blocks, so no small batch takes the grid-stride loop around
 //! twice.
+//!
+//! `emu_augment_gather_labels`: the labels gathered by the records' images,
+//! exactly, and a record past the set given the label no class has.
 
-use crate::common::{same_bits, trial, under_seeds, Emu};
-use cifar_kern::cuda::augment::{augment_batch_plan, sample_records, AugmentRecord};
+use crate::common::{same_bits, trial, under_seeds, Emu, SEEDS};
+use cifar_kern::cuda::augment::{augment_batch_plan, gather_labels_plan, sample_records, AugmentRecord};
 use cifar_kern::data::{Augmentation, IMAGE_BYTES, IMAGE_SIZE};
 use cifar_kern::{Float, Tensor};
 use libtest_mimic::Trial;
@@ -30,6 +33,7 @@ pub fn trials() -> Vec<Trial> {
         trial("emu_augment_records_f64".into(), records_match::<f64>),
         trial("emu_augment_bad_records_f32".into(), bad_records::<f32>),
         trial("emu_augment_bad_records_f64".into(), bad_records::<f64>),
+        trial("emu_augment_gather_labels".into(), gather_labels),
     ]
 }
 
@@ -74,14 +78,7 @@ fn records_match<T: Float>() -> Result<(), String> {
         (1, crop(false, 7, 31, 1, 1)),
     ];
     for r in sample_records(&[1, 2], 42, 3) {
-        let aug = crop(
-            r.flip != 0,
-            r.top as usize,
-            r.left as usize,
-            r.height as usize,
-            r.width as usize,
-        );
-        cases.push((r.image as usize, aug));
+        cases.push((r.image as usize, r.augmentation()));
     }
     let records: Vec<AugmentRecord> = cases.iter().map(|(i, aug)| AugmentRecord::new(*i, aug)).collect();
     let got = emulated::<T>(&images, &records)?;
@@ -130,4 +127,30 @@ fn bad_records<T: Float>() -> Result<(), String> {
         &Tensor::new(&[IMAGE_BYTES], want),
         "the valid record after the bad ones",
     )
+}
+
+fn gather_labels() -> Result<(), String> {
+    let labels: [u8; IMAGES] = [7, 3, 9];
+    let good = AugmentRecord::new(0, &Augmentation::IDENTITY);
+    // Every image, one twice, in another order; and one past the set.
+    let records: Vec<AugmentRecord> = [2, 0, 2, 1, IMAGES as u32]
+        .into_iter()
+        .map(|image| AugmentRecord { image, ..good })
+        .collect();
+    let want = [9, 7, 9, 3, u32::MAX];
+    for seed in SEEDS {
+        let mut emu = Emu::default();
+        let plabels = emu.mem.upload(&labels[..], "labels");
+        let precords = emu.mem.upload(&records, "records");
+        // Zeros, which no wanted label is: poison would pass for the last.
+        let pout = emu.mem.upload(&vec![0u32; records.len()], "out");
+        let plan = gather_labels_plan(plabels, IMAGES, precords, records.len(), pout);
+        emu.run(&plan, seed)
+            .map_err(|e| format!("gather_labels (seed {seed}): {e}"))?;
+        let got: Vec<u32> = emu.mem.read(pout, records.len());
+        if got != want {
+            return Err(format!("gather_labels (seed {seed}): {got:?}, expected {want:?}"));
+        }
+    }
+    Ok(())
 }

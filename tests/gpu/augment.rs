@@ -1,12 +1,17 @@
 //! The GPU augmentation against `Augmentation::apply` and the CPU loader:
 //! many random augmentations (flips, full-size and extreme crops) of random
 //! images, in f32 (the training type, within 1e-5) and f64 (within 1e-10);
-//! bit-identical reruns.
+//! bit-identical reruns. The trainer's GPU batches (`BatchPlacer` over
+//! `TrainBatches`) against the CPU loader's, in their fixed buffers.
 
 use crate::harness::needing;
 use crate::util::{assert_bit_identical, rng};
-use cifar_kern::cuda::augment::{augment_batch, identity_records, sample_records, upload_images, AugmentRecord};
-use cifar_kern::cuda::{DeviceFloat, Gpu};
+use cifar_kern::backend::{Backend, BatchPlacer, Labels, PlacedBatch};
+use cifar_kern::counters::{self, Event};
+use cifar_kern::cuda::augment::{
+    augment_batch, identity_records, sample_records, upload_images, AugmentRecord, TrainBatches,
+};
+use cifar_kern::cuda::{DeviceBuffer, DeviceFloat, Gpu};
 use cifar_kern::data::{
     normalize_batch, Augmentation, ImageSet, TrainLoader, TrainOptions, IMAGE_BYTES, IMAGE_SIZE, NUM_CLASSES,
 };
@@ -46,16 +51,7 @@ fn records() -> Vec<(usize, Augmentation)> {
     let mut rng = rng(1);
     let mut cases: Vec<(usize, Augmentation)> = (0..4)
         .flat_map(|epoch| sample_records(&(0..IMAGES).collect::<Vec<_>>(), 42, epoch))
-        .map(|r| {
-            let aug = Augmentation {
-                flip: r.flip != 0,
-                top: r.top as usize,
-                left: r.left as usize,
-                height: r.height as usize,
-                width: r.width as usize,
-            };
-            (r.image as usize, aug)
-        })
+        .map(|r| (r.image as usize, r.augmentation()))
         .collect();
     let crop = |flip, top, left, height, width| Augmentation {
         flip,
@@ -166,6 +162,90 @@ fn gpu_augment_reproduces_the_loader() {
     }
 }
 
+/// A placed GPU batch's images and labels, on the host, with their device
+/// addresses.
+fn download(gpu: &Gpu, batch: &PlacedBatch) -> (Tensor<f32>, Vec<u32>, [u64; 2]) {
+    let Labels::Gpu(labels) = &batch.labels else {
+        panic!("a GPU batch with host labels")
+    };
+    let at = [gpu.ptr(&batch.images), gpu.buffer_ptr::<u32>(labels)];
+    (gpu.download(&batch.images), gpu.download_buffer(labels), at)
+}
+
+/// The trainer's GPU batches are the CPU loader's (images within the
+/// bound, labels exactly), every batch in the same device buffers; after
+/// the first, a batch allocates nothing and never waits for the GPU. The
+/// counters are process-wide: this holds with the family run alone, one
+/// test at a time (`scripts/gpu/run.sh`).
+fn gpu_trainer_batches_are_the_loaders() {
+    let gpu = crate::gpu();
+    let set = Arc::new(random_images(5));
+    let options = TrainOptions {
+        batch_size: 16,
+        seed: 11,
+        workers: 2,
+        prefetch: 1,
+        limit_train: None,
+    };
+    // 60 of the 64 images: 3 whole batches, the rest dropped.
+    let indices: Vec<usize> = (2..62).collect();
+    let loader = TrainLoader::new(Arc::clone(&set), &indices, options);
+    let mut placer = BatchPlacer::new(Backend::Gpu(gpu), &loader);
+    let mut addresses = None;
+    for epoch in 0..2 {
+        let mut cpu = loader.epoch(epoch);
+        let mut batches = placer.epoch(&loader, epoch);
+        assert_eq!(batches.len(), 3);
+        for b in 0..3 {
+            let before = counters::snapshot();
+            let placed = batches.next().expect("a batch");
+            let counts = counters::snapshot().since(&before);
+            let events = [Event::DeviceAllocation, Event::HostSync, Event::KernelLaunch].map(|e| counts.get(e));
+            assert_eq!(
+                events,
+                [0, 0, 2],
+                "epoch {epoch} batch {b}: allocations, waits, launches"
+            );
+            let (images, labels, at) = download(gpu, &placed);
+            assert_eq!(*addresses.get_or_insert(at), at, "epoch {epoch} batch {b} moved");
+            let want = cpu.next().expect("the loader's batch");
+            assert_eq!(labels, want.labels, "epoch {epoch} batch {b}");
+            assert_batches_match(&images, &want.images, |i| format!("epoch {epoch} batch {b} image {i}"));
+        }
+        assert!(batches.next().is_none() && cpu.next().is_none());
+    }
+}
+
+/// A batch of another size (an epoch's last partial one) gets buffers of
+/// its own; the whole batches keep theirs.
+fn gpu_train_batches_of_two_sizes() {
+    let gpu = crate::gpu();
+    let set = random_images(6);
+    let mut batches = TrainBatches::new(gpu, &set, 16);
+    type Placed = (Tensor<f32>, Arc<DeviceBuffer<u32>>);
+    let at = |batch: &Placed| [gpu.ptr(&batch.0), gpu.buffer_ptr(&batch.1)];
+    let check = |batch: &Placed, records: &[AugmentRecord]| {
+        let cases: Vec<(usize, Augmentation)> = records.iter().map(|r| (r.image as usize, r.augmentation())).collect();
+        assert_batches_match(&gpu.download(&batch.0), &cpu_batch(&set, &cases), |i| {
+            format!("{:?}", cases[i])
+        });
+        let labels: Vec<u32> = cases.iter().map(|&(i, _)| u32::from(set.label(i))).collect();
+        assert_eq!(gpu.download_buffer(&batch.1), labels);
+    };
+    let (whole, partial): (Vec<usize>, Vec<usize>) = ((0..16).rev().collect(), (40..45).collect());
+    let records = sample_records(&whole, 3, 1);
+    let first = batches.batch(gpu, &records);
+    check(&first, &records);
+    let records = sample_records(&partial, 3, 1);
+    let small = batches.batch(gpu, &records);
+    assert_eq!(small.0.shape(), [5, IMAGE_SIZE, IMAGE_SIZE, 3]);
+    check(&small, &records);
+    let records = sample_records(&whole, 3, 2);
+    let again = batches.batch(gpu, &records);
+    assert_eq!(at(&again), at(&first));
+    check(&again, &records);
+}
+
 fn gpu_augment_is_deterministic() {
     let gpu = crate::gpu();
     let set = random_images(4);
@@ -186,6 +266,8 @@ pub fn trials() -> Vec<Trial> {
             gpu_augment_matches_cpu,
             gpu_identity_records_normalise,
             gpu_augment_reproduces_the_loader,
+            gpu_trainer_batches_are_the_loaders,
+            gpu_train_batches_of_two_sizes,
             gpu_augment_is_deterministic
         ],
     )

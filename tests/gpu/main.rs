@@ -26,6 +26,7 @@ mod concat;
 mod conv;
 mod conv_tc;
 mod dense;
+mod graph;
 mod loss;
 mod ops;
 mod optim;
@@ -57,6 +58,7 @@ fn main() {
         conv::trials,
         conv_tc::trials,
         dense::trials,
+        graph::trials,
         loss::trials,
         ops::trials,
         optim::trials,

@@ -16,7 +16,7 @@
 
 use crate::harness::needing;
 use cifar_kern::autograd::{Tape, Var};
-use cifar_kern::backend::{Backend, BatchPlacer, Halt, StepTotals};
+use cifar_kern::backend::{Backend, Halt, StepGraph, StepTotals};
 use cifar_kern::cuda::Gpu;
 use cifar_kern::data::Batch;
 use cifar_kern::failure;
@@ -92,12 +92,20 @@ fn float32_step(
     let mut state = start.cast::<f32>().map(|t| backend.place(t.clone()));
     let mut optimizer = TrainOptimizer::new(backend, OptimizerConfig::for_model(kind, 1000), &mut state.params);
     let mut totals = StepTotals::new(backend);
-    // Through the trainer's own placer (pinned staging on the GPU).
-    let batch = BatchPlacer::new(backend).place(Batch {
+    let batch = backend.place_batch(Batch {
         images: images.cast(),
         labels: labels.to_vec(),
     });
-    train_step(kind, Math::Fp32, &mut state, &mut optimizer, batch, &mut totals).expect("a finite step");
+    train_step(
+        kind,
+        Math::Fp32,
+        &mut state,
+        &mut optimizer,
+        batch,
+        &mut totals,
+        &mut StepGraph::Eager,
+    )
+    .expect("a finite step");
     let totals = totals.read();
     assert_eq!((totals.steps, totals.first_bad_step), (1, 0), "{kind}: one good step");
     (totals.loss_sum, state.map(Tensor::to_host))
@@ -184,14 +192,21 @@ fn gpu_step_halts_after_a_non_finite_loss() {
     let mut state = ModelState::<f32>::init(kind, 0).map(|t| gpu.place(t.clone()));
     let mut optimizer = TrainOptimizer::new(gpu, OptimizerConfig::for_model(kind, 10), &mut state.params);
     let mut totals = StepTotals::new(gpu);
-    // Four batches through the trainer's placer: its two pinned slots reused.
-    let mut placer = BatchPlacer::new(gpu);
     let mut step = |state: &mut ModelState<f32>, totals: &mut StepTotals, value: f32| {
-        let batch = placer.place(Batch {
+        let batch = gpu.place_batch(Batch {
             images: Tensor::full(&[2, 32, 32, 3], value),
             labels: vec![0, 1],
         });
-        train_step(kind, Math::Fp32, state, &mut optimizer, batch, totals).expect("no error on the GPU");
+        train_step(
+            kind,
+            Math::Fp32,
+            state,
+            &mut optimizer,
+            batch,
+            totals,
+            &mut StepGraph::Eager,
+        )
+        .expect("no error on the GPU");
         (state.map(Tensor::to_host), optimizer.step_count())
     };
     let (trained, count) = step(&mut state, &mut totals, 0.5);
@@ -242,9 +257,17 @@ fn gpu_out_of_memory_is_an_error() {
             labels: (0..n as u32).map(|i| i % 10).collect(),
         })
     };
-    let err = train_step(kind, Math::Fp32, &mut state, &mut optimizer, batch(huge), &mut totals)
-        .unwrap_err()
-        .to_string();
+    let err = train_step(
+        kind,
+        Math::Fp32,
+        &mut state,
+        &mut optimizer,
+        batch(huge),
+        &mut totals,
+        &mut StepGraph::Eager,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.starts_with("out of GPU memory with --batch-size 131072 ("), "{err}");
     assert!(err.ends_with("): try a smaller batch"), "{err}");
     assert_eq!(
@@ -253,8 +276,16 @@ fn gpu_out_of_memory_is_an_error() {
         "the failed step changed parameters"
     );
     assert_eq!(optimizer.step_count(), 0);
-    train_step(kind, Math::Fp32, &mut state, &mut optimizer, batch(8), &mut totals)
-        .expect("a small step after the failure");
+    train_step(
+        kind,
+        Math::Fp32,
+        &mut state,
+        &mut optimizer,
+        batch(8),
+        &mut totals,
+        &mut StepGraph::Eager,
+    )
+    .expect("a small step after the failure");
     assert_eq!(optimizer.step_count(), 1);
 }
 
