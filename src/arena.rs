@@ -133,15 +133,6 @@ impl<B: Buffer> Arena<B> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Drops every buffer nobody holds (another network, another batch
-    /// size: the old plan's buffers would only take memory).
-    pub fn release_free(&mut self) {
-        for buffers in self.buffers.values_mut() {
-            buffers.retain(Buffer::in_use);
-        }
-        self.buffers.retain(|_, v| !v.is_empty());
-    }
 }
 
 #[cfg(test)]
@@ -213,17 +204,5 @@ mod tests {
         assert!(err.unwrap().to_string().contains("4 x f32"));
         drop(held);
         assert!(arena.lend(f32s(4), Held::default).is_ok());
-    }
-
-    #[test]
-    fn releasing_keeps_what_is_held() {
-        let mut arena = Arena::default();
-        let held = arena.lend(f32s(4), Held::default).unwrap().clone();
-        arena.lend(f32s(2), Held::default).unwrap();
-        arena.release_free();
-        assert_eq!(arena.len(), 1);
-        drop(held);
-        arena.release_free();
-        assert!(arena.is_empty());
     }
 }

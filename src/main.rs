@@ -140,9 +140,10 @@ enum Command {
     },
     /// Show the backends this binary can use.
     Info,
-    /// Time training steps, eval batches and every conv shape of the
-    /// networks on the GPU, in TF32 and fp32 (`--json` for
-    /// benches/peers/peers.py --ours).
+    /// Time training steps (CUDA graph replayed and eager), eval batches and
+    /// every conv shape of the networks on the GPU, in TF32 and fp32
+    /// (`--json` for benches/peers/peers.py --ours); `--capture-safe`
+    /// checks instead that steps after the first allocate and wait for nothing.
     Bench(cifar_kern::bench::BenchArgs),
     /// Time every tensor-core variant of every conv shape of the four
     /// networks on this GPU and write the fastest to the conv tile table.
@@ -266,6 +267,7 @@ fn run(command: Command) -> Result<()> {
             );
             Ok(())
         }
+        Command::Bench(args) if args.capture_safe => cifar_kern::bench::run_capture_safe(&args),
         Command::Bench(args) => cifar_kern::bench::run(&args),
         Command::Tune(args) => cifar_kern::tune::run(&args),
         Command::Info => {

@@ -1,7 +1,9 @@
 //! The binary's `bench` and `tune` where no GPU is usable: one clear line
-//! and a non-zero exit (`tune --math fp32`: nothing to tune, exit 0). On a
-//! machine with a usable GPU these would time for minutes instead, so they
-//! check nothing there (scripts/gpu/run.sh runs the real thing).
+//! and a non-zero exit (`tune --math fp32`: nothing to tune, exit 0), for
+//! every mode of `bench` (`--no-graph`, `--capture-safe`). On a machine
+//! with a usable GPU these would time for minutes instead, so they check
+//! nothing there (scripts/gpu/run.sh runs the real thing). What the command
+//! line refuses is refused everywhere, GPU or not.
 
 mod cli_util;
 
@@ -36,6 +38,9 @@ fn bench_without_a_gpu_says_so_in_one_line() {
     for args in [
         &["bench", "all"][..],
         &["bench", "resnet", "--math", "fp32", "--batch-size", "8"],
+        &["bench", "all", "--no-graph"],
+        &["bench", "resnet", "--capture-safe"],
+        &["bench", "all", "--capture-safe", "--math", "fp32", "--batch-size", "16"],
     ] {
         let err = one_line_error(args);
         assert!(err.contains(&format!("bench needs a GPU: {reason}")), "{err}");
@@ -81,4 +86,32 @@ fn bench_names_its_choices() {
     let out = run(&["bench", "all", "--math", "bf16"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("tf32"), "{}", stderr(&out));
+}
+
+#[test]
+fn capture_safe_times_nothing_so_takes_no_json_and_no_no_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("ours.json");
+    for extra in [&["--json", json.to_str().unwrap()][..], &["--no-graph"]] {
+        let mut args = vec!["bench", "resnet", "--capture-safe"];
+        args.extend(extra);
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("--capture-safe") && err.contains("cannot be used with"),
+            "{err}"
+        );
+    }
+    assert!(!json.exists());
+}
+
+#[test]
+fn bench_help_names_its_step_modes() {
+    let out = run(&["bench", "--help"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let help = stdout(&out);
+    for flag in ["--no-graph", "--capture-safe", "--json", "--tiles"] {
+        assert!(help.contains(flag), "{flag}: {help}");
+    }
 }

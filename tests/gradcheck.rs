@@ -159,14 +159,21 @@ fn gradcheck_batch_norm_train() {
     let x = randn(&[3, 4, 4, 5], &mut g);
     let scale = randn(&[5], &mut g);
     let bias = randn(&[5], &mut g);
-    gradcheck(&[x, scale, bias], |t, v| t.batch_norm_train(&v[0], &v[1], &v[2], Epilogue::NONE).0);
+    gradcheck(&[x, scale, bias], |t, v| {
+        t.batch_norm_train(&v[0], &v[1], &v[2], Epilogue::NONE).0
+    });
 }
 
 /// The batch norm's fused epilogues (add, ReLU, add then ReLU), train and
 /// eval mode, with the first seed whose pre-ReLU values stay 5e-3 from 0.
 #[test]
 fn gradcheck_batch_norm_epilogue() {
-    for (add, relu, train) in [(true, false, true), (false, true, true), (true, true, true), (true, true, false)] {
+    for (add, relu, train) in [
+        (true, false, true),
+        (false, true, true),
+        (true, true, true),
+        (true, true, false),
+    ] {
         let draw = |seed| {
             let mut g = rng(100 + seed);
             let mut v = vec![randn(&[3, 4, 4, 5], &mut g), randn(&[5], &mut g), randn(&[5], &mut g)];
@@ -433,7 +440,12 @@ fn gradcheck_composite_dense_stack() {
         |t, v, m| {
             let mut x = v[0].clone();
             for p in [&v[1..7], &v[7..13]] {
-                let z = t.conv2d(&bn_relu(t, &x, &p[0..2], None, m), &p[2], None, Window::valid([1, 1], [1, 1]));
+                let z = t.conv2d(
+                    &bn_relu(t, &x, &p[0..2], None, m),
+                    &p[2],
+                    None,
+                    Window::valid([1, 1], [1, 1]),
+                );
                 let z = t.conv2d(
                     &bn_relu(t, &z, &p[3..5], None, m),
                     &p[5],
@@ -442,7 +454,12 @@ fn gradcheck_composite_dense_stack() {
                 );
                 x = t.concat(&[&x, &z]);
             }
-            let z = t.conv2d(&bn_relu(t, &x, &v[13..15], None, m), &v[15], None, Window::valid([1, 1], [1, 1]));
+            let z = t.conv2d(
+                &bn_relu(t, &x, &v[13..15], None, m),
+                &v[15],
+                None,
+                Window::valid([1, 1], [1, 1]),
+            );
             head(t, &t.avg_pool(&z, Window::valid([2, 2], [2, 2])), &v[16], &v[17])
         },
     );

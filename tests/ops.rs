@@ -121,12 +121,7 @@ fn batch_norm_epilogue_equals_the_separate_ops() {
     let r = randn_f32(&[4, 5, 5, 6], 12);
     let dy = randn_f32(&[4, 5, 5, 6], 13);
     let (scale, bias) = (randn_f32(&[6], 14), randn_f32(&[6], 15));
-    let tails = [
-        (None, false),
-        (None, true),
-        (Some(&r), false),
-        (Some(&r), true),
-    ];
+    let tails = [(None, false), (None, true), (Some(&r), false), (Some(&r), true)];
     for (residual, relu) in tails {
         let (y, stats) = batchnorm::forward_train(&x, &scale, &bias, Epilogue { residual, relu });
         let (bn, plain_stats) = batchnorm::forward_train(&x, &scale, &bias, Epilogue::NONE);
@@ -134,14 +129,21 @@ fn batch_norm_epilogue_equals_the_separate_ops() {
         let added = residual.map_or(bn.clone(), |r| elementwise::add(&bn, r));
         let separate = if relu { elementwise::relu(&added) } else { added };
         assert_eq!(y, separate, "forward, residual {} relu {relu}", residual.is_some());
-        assert!(y.data().iter().any(|&v| v == 0.0) == relu, "the ReLU clips some outputs");
+        assert!(
+            y.data().iter().any(|&v| v == 0.0) == relu,
+            "the ReLU clips some outputs"
+        );
 
         let tail = Epilogue {
             residual: residual.map(|_| ()),
             relu,
         };
         let fused = batchnorm::backward(&dy, &x, &y, &scale, &stats, true, tail);
-        let g = if relu { elementwise::relu_backward(&dy, &y) } else { dy.clone() };
+        let g = if relu {
+            elementwise::relu_backward(&dy, &y)
+        } else {
+            dy.clone()
+        };
         let plain = batchnorm::backward(&g, &x, &bn, &scale, &stats, true, Epilogue::NONE);
         assert_eq!(fused.dx, plain.dx);
         assert_eq!((&fused.dscale, &fused.dbias), (&plain.dscale, &plain.dbias));

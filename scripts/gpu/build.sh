@@ -32,18 +32,20 @@ for line in sys.stdin:
 done
 cargo build --release --bin cifar-kern
 cp target/release/cifar-kern "$out/bin/"
-# The gpu_conv criterion bench (harness = false; the GPU host runs it with
+# The criterion GPU benches (harness = false; the GPU host runs them with
 # --bench, as cargo would).
-gpu_conv=$(cargo bench --no-run --bench gpu_conv --message-format=json 2>/dev/null \
-    | python3 -c '
+for bench in gpu_conv gpu_ops; do
+    exe=$(cargo bench --no-run --bench "$bench" --message-format=json 2>/dev/null \
+        | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gpu_conv":
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
         print(m["executable"])
-')
-[ -n "$gpu_conv" ] || { echo "cargo bench --no-run built no gpu_conv binary"; exit 1; }
-cp "$gpu_conv" "$out/bin/gpu_conv"
+' "$bench")
+    [ -n "$exe" ] || { echo "cargo bench --no-run built no $bench binary"; exit 1; }
+    cp "$exe" "$out/bin/$bench"
+done
 # Debug info makes each binary ~45 MB; a device call carries 64 MiB in all.
 strip "$out"/bin/*
 mkdir -p "$out/fixtures/flax"

@@ -2,10 +2,13 @@
 # Runs on the GPU host (from the repository root, after scripts/gpu/build.sh
 # here; call 1 of scripts/gpu/README.md): every gpu_ test, family by family
 # (parity, the training step through train::train_step, out of memory), the
-# step's copy and wait counts, and the f32 fixture tests; then the speed
-# checks (issue 11): `cifar-kern tune` (its table into $OUT), `cifar-kern
-# bench all` with that table, the PyTorch peers (if torch imports) and the
-# gpu_conv bench, each with a timeout that keeps the call within 8 minutes;
+# step's copy and wait counts, and the f32 fixture tests; then (issue 12)
+# the capture-safety mode over 20 eager steps of each network; then the
+# speed checks (issues 11, 12): `cifar-kern tune` (its table into $OUT),
+# `cifar-kern bench all` with that table (graph-replayed and eager steps,
+# the kernel-time sum, launches and allocations per step), the PyTorch peers
+# (if torch imports), the JAX step (if jax imports), the gpu_ops and
+# gpu_conv benches, each with a timeout that keeps the call within 8 minutes;
 # prints their main tables and a short summary table last. The binaries are
 # kept in /tmp/cifar-kern-device for train.sh (call 4).
 # CIFAR_KERN_REQUIRE_GPU=1: a gpu_ test that finds no usable GPU
@@ -56,10 +59,13 @@ timed() { # name, cap in seconds, command...: runs it for at most the cap or wha
     table+=("$(printf '%-34s %-7s %4ss' "$name" "$status" $((SECONDS - start)))")
     tail -n 3 "$res/$name.log"
 }
+timed capture_safe 45 "$dir/bin/cifar-kern" bench all --capture-safe
 timed tune 90 "$dir/bin/cifar-kern" tune --out "$res/conv_tiles.txt"
 tiles=()
 [ -s "$res/conv_tiles.txt" ] && tiles=(--tiles "$res/conv_tiles.txt")
-timed bench 120 "$dir/bin/cifar-kern" bench all "${tiles[@]}" --json "$res/ours.json"
+timed bench 150 "$dir/bin/cifar-kern" bench all "${tiles[@]}" --json "$res/ours.json"
+# train.sh (call 4) compares a steady epoch with the benchmarked step.
+[ -s "$res/ours.json" ] && cp "$res/ours.json" "$dir/ours.json"
 if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
     ours=()
     [ -s "$res/ours.json" ] && ours=(--ours "$res/ours.json")
@@ -67,15 +73,24 @@ if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
 else
     table+=("$(printf '%-34s %-7s %4ss' peers NOTORCH 0)")
 fi
+if python3 -c 'import jax' 2>/dev/null; then
+    timed jax_step 60 python3 benches/peers/jax_step.py --json "$res/jax.json"
+else
+    table+=("$(printf '%-34s %-7s %4ss' jax_step NOJAX 0)")
+fi
 export CRITERION_HOME=/tmp/cifar-kern-criterion
+timed gpu_ops 60 "$dir/bin/gpu_ops" --bench
 [ -s "$res/conv_tiles.txt" ] && export CIFAR_KERN_CONV_TILES="$res/conv_tiles.txt"
 timed gpu_conv 150 "$dir/bin/gpu_conv" --bench
 
 echo
 echo "---- speed ----"
+[ -f "$res/capture_safe.log" ] && grep "capture-safe" "$res/capture_safe.log"
 [ -f "$res/tune.log" ] && grep -E "^(all [0-9]+ \(sum\)|wrote )" "$res/tune.log"
 [ -f "$res/bench.log" ] && sed -n '/^Networks:/,$p' "$res/bench.log"
 [ -f "$res/peers.log" ] && sed -n '/^Conv sums per network/,$p' "$res/peers.log"
+[ -f "$res/jax.log" ] && tail -n 3 "$res/jax.log"
+[ -f "$res/gpu_ops.log" ] && sed -n '/^gpu_ops on /,$p' "$res/gpu_ops.log"
 [ -f "$res/gpu_conv.log" ] && grep "^gpu_conv on " "$res/gpu_conv.log"
 echo
 printf '%s\n' "---- summary ----" "${table[@]}"

@@ -514,18 +514,16 @@ impl Gpu {
             let data = unsafe { self.stream.alloc::<E>(len) };
             Arc::new(data.or_fail(|| format!("allocating {}", size(&[len], std::mem::size_of::<E>()))))
         };
-        let mut arena = self.arena.lock().expect("the arena's lock");
-        let data = match arena.as_mut() {
-            None => fresh(),
+        let lent = match self.arena().as_mut() {
+            None => Ok(fresh()),
             Some(arena) => {
                 let key = Key::of::<E>(std::any::type_name::<E>(), len);
                 let lent = arena.lend(key, || ArenaBuffer(fresh()));
-                let lent = lent.unwrap_or_else(|unplanned| panic!("{unplanned} (capture-safety mode)"));
-                Arc::clone(&lent.0)
-                    .downcast()
-                    .expect("a buffer of the key's element type")
+                lent.map(|b| Arc::clone(&b.0).downcast().expect("a buffer of the key's element type"))
             }
         };
+        // Outside the arena's lock: a panic must not poison it.
+        let data = lent.unwrap_or_else(|unplanned| panic!("{unplanned} (capture-safety mode)"));
         if self.poison {
             let (ptr, _no_sync) = data.device_ptr(&self.stream);
             // SAFETY: writes exactly the buffer's bytes, on its stream.
@@ -541,35 +539,38 @@ impl Gpu {
     }
 
     /// From now on every allocation is lent by a step arena (`on`), or
-    /// taken from the memory pool as before (`!on`, which also frees the
-    /// arena's buffers nobody holds). The trainer and `bench` turn it on, so
-    /// every step after the first allocates nothing and reuses the same
-    /// addresses; see `crate::arena`.
+    /// taken from the memory pool as before (`!on`: the arena is dropped;
+    /// its buffers that tensors still hold live on with them). The trainer
+    /// and `bench` turn it on, so every step after the first allocates
+    /// nothing and reuses the same addresses; see `crate::arena`.
     pub fn use_arena(&self, on: bool) {
-        let mut arena = self.arena.lock().expect("the arena's lock");
-        match (on, arena.as_mut()) {
-            (true, None) => *arena = Some(Arena::default()),
-            (false, Some(a)) => {
-                a.release_free();
-                if a.is_empty() {
-                    *arena = None;
-                }
+        let mut arena = self.arena();
+        match on {
+            true => {
+                arena.get_or_insert_with(Arena::default);
             }
-            _ => {}
+            false => *arena = None,
         }
+    }
+
+    /// The arena's state. A panic while it was held (an allocation that
+    /// failed inside `lend`) leaves it consistent: `lend` adds a buffer
+    /// only once it was made.
+    fn arena(&self) -> std::sync::MutexGuard<'_, Option<Arena<ArenaBuffer>>> {
+        self.arena.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The arena's requests and new buffers since the last call (zeros
     /// without an arena), and the bytes it holds.
     pub fn arena_counts(&self) -> (arena::Counts, usize) {
-        let mut arena = self.arena.lock().expect("the arena's lock");
+        let mut arena = self.arena();
         arena.as_mut().map(|a| (a.take_counts(), a.bytes())).unwrap_or_default()
     }
 
     /// Capture-safety: while sealed, a step that needs a buffer the arena
     /// has no free one of fails (instead of allocating).
     pub fn seal_arena(&self, sealed: bool) {
-        if let Some(a) = self.arena.lock().expect("the arena's lock").as_mut() {
+        if let Some(a) = self.arena().as_mut() {
             a.seal(sealed);
         }
     }

@@ -103,7 +103,13 @@ fn check<T: Float>(shape: [usize; 4], add: bool, relu: bool) -> Result<(), Strin
                 dbias: emu.alloc::<T>(c, &format!("dbias {mode}")),
             };
             let dresidual = add.then(|| emu.alloc::<T>(n, &format!("dresidual {mode}")));
-            (ptrs, Epilogue { residual: dresidual, relu })
+            (
+                ptrs,
+                Epilogue {
+                    residual: dresidual,
+                    relu,
+                },
+            )
         };
         let (g_train, g_eval) = (grads(&mut emu, "train"), grads(&mut emu, "eval"));
         let ws_train = emu.alloc::<f64>(forward_train_workspace_len(&shape), "train workspace");
@@ -126,7 +132,17 @@ fn check<T: Float>(shape: [usize; 4], add: bool, relu: bool) -> Result<(), Strin
         let (grads_train, tail_train) = g_train;
         emu.run(
             &backward_plan::<T>(
-                pdy, px, y_train, &shape, pscale, batch, true, tail_train, grads_train, ws_back, ticket,
+                pdy,
+                px,
+                y_train,
+                &shape,
+                pscale,
+                batch,
+                true,
+                tail_train,
+                grads_train,
+                ws_back,
+                ticket,
             ),
             seed,
         )?;

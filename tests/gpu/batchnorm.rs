@@ -111,7 +111,10 @@ fn check_tail<T: cifar_kern::cuda::DeviceFloat>(gpu: &Gpu, shape: &[usize], seed
         residual: add.then_some(()),
         relu,
     };
-    for (train, s, gs, gy) in [(true, &stats, upload_stats(gpu, &stats), gy), (false, &running, grunning, gy_eval)] {
+    for (train, s, gs, gy) in [
+        (true, &stats, upload_stats(gpu, &stats), gy),
+        (false, &running, grunning, gy_eval),
+    ] {
         let mode = if train { "train" } else { "eval" };
         let g = cpu::backward(&dy, &x, &gpu.download(&gy), &scale, s, train, grad_tail);
         let gg = batchnorm::backward(gpu, &gdy, &gx, &gy, &gscale, &gs, train, grad_tail, None);
