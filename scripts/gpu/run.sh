@@ -79,9 +79,9 @@ else
     table+=("$(printf '%-34s %-7s %4ss' jax_step NOJAX 0)")
 fi
 export CRITERION_HOME=/tmp/cifar-kern-criterion
-timed gpu_ops 60 "$dir/bin/gpu_ops" --bench
+timed bench_gpu_ops 60 "$dir/bin/gpu_ops" --bench
 [ -s "$res/conv_tiles.txt" ] && export CIFAR_KERN_CONV_TILES="$res/conv_tiles.txt"
-timed gpu_conv 150 "$dir/bin/gpu_conv" --bench
+timed bench_gpu_conv 150 "$dir/bin/gpu_conv" --bench
 
 echo
 echo "---- speed ----"
@@ -89,8 +89,8 @@ echo "---- speed ----"
 [ -f "$res/tune.log" ] && grep -E "^(all [0-9]+ \(sum\)|wrote )" "$res/tune.log"
 [ -f "$res/bench.log" ] && sed -n '/^Networks:/,$p' "$res/bench.log"
 [ -f "$res/peers.log" ] && sed -n '/^Conv sums per network/,$p' "$res/peers.log"
-[ -f "$res/jax.log" ] && tail -n 3 "$res/jax.log"
-[ -f "$res/gpu_ops.log" ] && sed -n '/^gpu_ops on /,$p' "$res/gpu_ops.log"
-[ -f "$res/gpu_conv.log" ] && grep "^gpu_conv on " "$res/gpu_conv.log"
+[ -f "$res/jax_step.log" ] && tail -n 3 "$res/jax_step.log"
+[ -f "$res/bench_gpu_ops.log" ] && sed -n '/^gpu_ops on /,$p' "$res/bench_gpu_ops.log"
+[ -f "$res/bench_gpu_conv.log" ] && grep "^gpu_conv on " "$res/bench_gpu_conv.log"
 echo
 printf '%s\n' "---- summary ----" "${table[@]}"
