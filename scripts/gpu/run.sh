@@ -87,7 +87,7 @@ echo
 echo "---- speed ----"
 [ -f "$res/capture_safe.log" ] && grep "capture-safe" "$res/capture_safe.log"
 [ -f "$res/tune.log" ] && grep -E "^(all [0-9]+ \(sum\)|wrote )" "$res/tune.log"
-[ -f "$res/bench.log" ] && sed -n '/^Networks:/,$p' "$res/bench.log"
+[ -f "$res/bench.log" ] && sed -n '/^Training steps:/,$p' "$res/bench.log"
 [ -f "$res/peers.log" ] && sed -n '/^Conv sums per network/,$p' "$res/peers.log"
 [ -f "$res/jax_step.log" ] && tail -n 3 "$res/jax_step.log"
 [ -f "$res/bench_gpu_ops.log" ] && sed -n '/^gpu_ops on /,$p' "$res/bench_gpu_ops.log"
