@@ -21,14 +21,14 @@
 //! tile table (as `cifar-kern tune --out PATH` writes it). Without a usable
 //! GPU it says so in one line and exits 0.
 
+mod gpu_common;
 use cifar_kern::bench::{achieved, gemm_ceilings, median, table, use_tiles_file, ConvBuffers, ConvTimer};
 use cifar_kern::cuda::conv::{kernel_for, ConvKernel};
 use cifar_kern::cuda::conv_tiles::Direction;
-use cifar_kern::cuda::Gpu;
 use cifar_kern::layers::Math;
 use cifar_kern::models::conv_shapes::shared_convs;
 use cifar_kern::models::ModelKind;
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Throughput};
 use std::path::Path;
 use std::time::Duration;
 
@@ -44,20 +44,9 @@ fn main() {
             std::process::exit(1);
         }
     }
-    let gpu = match Gpu::global() {
-        Ok(gpu) => gpu,
-        Err(why) => {
-            println!("gpu_conv: skipped, no usable GPU ({why})");
-            return;
-        }
+    let Some((gpu, mut c)) = gpu_common::gpu_and_criterion("gpu_conv") else {
+        return;
     };
-    let mut c = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(20))
-        .measurement_time(Duration::from_millis(60))
-        .nresamples(1000)
-        .without_plots()
-        .configure_from_args();
     let timer = ConvTimer::new(gpu);
     let copy_gbps = timer.copy_gbps();
     let ceilings = gemm_ceilings(&timer, &Math::ALL);

@@ -21,10 +21,10 @@
 //! as it does `gpu_conv`); pass `--bench` as cargo does. Without a usable
 //! GPU it says so in one line and exits 0.
 
+mod gpu_common;
 use cifar_kern::bench::op_cases::{op_cases, OpCase};
 use cifar_kern::bench::{median, table, ConvTimer};
-use cifar_kern::cuda::Gpu;
-use criterion::{Criterion, Throughput};
+use criterion::Throughput;
 use std::time::Duration;
 
 const BATCH: usize = 128;
@@ -33,20 +33,9 @@ const WARMUP: usize = 20;
 const ITERS: usize = 100;
 
 fn main() {
-    let gpu = match Gpu::global() {
-        Ok(gpu) => gpu,
-        Err(why) => {
-            println!("gpu_ops: skipped, no usable GPU ({why})");
-            return;
-        }
+    let Some((gpu, mut c)) = gpu_common::gpu_and_criterion("gpu_ops") else {
+        return;
     };
-    let mut c = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(20))
-        .measurement_time(Duration::from_millis(60))
-        .nresamples(1000)
-        .without_plots()
-        .configure_from_args();
     let timer = ConvTimer::new(gpu);
     let copy_gbps = timer.copy_gbps();
     println!(
