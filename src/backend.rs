@@ -209,8 +209,11 @@ impl StepGraph {
             }
             (Some(n), None) if n == batch_size => match gpu.capture(&mut step) {
                 Ok((result, captured)) => {
-                    gpu.replay(&captured);
-                    *graph = Some(captured);
+                    // A step that failed while captured is not run.
+                    if result.is_ok() {
+                        gpu.replay(&captured);
+                        *graph = Some(captured);
+                    }
                     result
                 }
                 Err(why) => {
