@@ -272,12 +272,7 @@ impl BatchBuffers {
     fn new(gpu: &Gpu, n: usize) -> Self {
         let slot = || RecordSlot {
             host: gpu.alloc_pinned(n),
-            // Never recorded yet: waiting on it returns at once.
-            copied: gpu
-                .stream
-                .context()
-                .new_event(None)
-                .or_fail(|| "creating an event".into()),
+            copied: gpu.event(),
         };
         BatchBuffers {
             images: gpu.alloc(&[n, IMAGE_SIZE, IMAGE_SIZE, CHANNELS]),
@@ -302,7 +297,7 @@ impl BatchBuffers {
         host.copy_from_slice(records);
         // From page-locked memory the driver copies asynchronously.
         gpu.write_buffer(&mut self.records, host);
-        slot.copied.record(&gpu.stream).or_fail(|| "recording an event".into());
+        gpu.record(&slot.copied);
     }
 }
 

@@ -306,14 +306,11 @@ impl Gpu {
     /// the events counts only where the GPU runs dry waiting for the host
     /// (queue a long copy first to keep it busy). For benches.
     pub fn time_each_ms<E>(&self, iters: usize, mut f: impl FnMut(usize) -> Result<(), E>) -> Result<Vec<f32>, E> {
-        let ctx = self.stream.context();
-        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let event = || ctx.new_event(flags).or_fail(|| "creating a timing event".into());
-        let pairs: Vec<(CudaEvent, CudaEvent)> = (0..iters).map(|_| (event(), event())).collect();
+        let pairs: Vec<(CudaEvent, CudaEvent)> = (0..iters).map(|_| (self.event(), self.event())).collect();
         for (i, (start, end)) in pairs.iter().enumerate() {
-            start.record(&self.stream).or_fail(|| "recording an event".into());
+            self.record(start);
             f(i)?;
-            end.record(&self.stream).or_fail(|| "recording an event".into());
+            self.record(end);
         }
         counters::add(Event::HostSync, 1);
         self.stream.synchronize().or_fail(|| "waiting for the GPU".into());
@@ -372,8 +369,8 @@ impl Gpu {
         let mut timed = self.launch_events.lock().expect("the launch events' lock");
         for l in plan {
             let events = timed.as_mut().map(|events| {
-                let pair = (self.timing_event(), self.timing_event());
-                pair.0.record(&self.stream).or_fail(|| "recording an event".into());
+                let pair = (self.event(), self.event());
+                self.record(&pair.0);
                 events.push(pair);
                 events.len() - 1
             });
@@ -399,15 +396,23 @@ impl Gpu {
             }
             .or_fail(|| format!("launching {l:?}"));
             if let (Some(events), Some(i)) = (timed.as_ref(), events) {
-                events[i].1.record(&self.stream).or_fail(|| "recording an event".into());
+                self.record(&events[i].1);
             }
         }
     }
 
-    fn timing_event(&self) -> CudaEvent {
+    /// A new CUDA event, which also times (never recorded yet: waiting on
+    /// it returns at once).
+    pub fn event(&self) -> CudaEvent {
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let event = self.stream.context().new_event(flags);
-        event.or_fail(|| "creating a timing event".into())
+        event.or_fail(|| "creating an event".into())
+    }
+
+    /// Records `event` on the stream: it completes when the work enqueued
+    /// so far has.
+    pub fn record(&self, event: &CudaEvent) {
+        event.record(&self.stream).or_fail(|| "recording an event".into());
     }
 
     /// While `on`, every kernel launch is bracketed by a pair of CUDA
@@ -483,9 +488,8 @@ impl Gpu {
         self.stream
             .memcpy_dtoh(&*b.data, into)
             .or_fail(|| "copying a buffer to the host".into());
-        let event = self.stream.context().new_event(None);
-        let event = event.or_fail(|| "creating an event".into());
-        event.record(&self.stream).or_fail(|| "recording an event".into());
+        let event = self.event();
+        self.record(&event);
         event
     }
 
