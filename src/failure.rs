@@ -75,6 +75,16 @@ pub fn catch<R>(f: impl FnOnce() -> R) -> Result<R, GpuError> {
     })
 }
 
+/// What an unwinding panic says: a GPU failure's error, or a panic's
+/// message; None for any other payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<GpuError>()
+        .map(ToString::to_string)
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

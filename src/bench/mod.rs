@@ -54,6 +54,7 @@ use crate::cuda::launch::Launch;
 use crate::cuda::{self, Gpu};
 use crate::data::Batch;
 use crate::evaluate::EVAL_BATCH;
+use crate::failure::panic_message;
 use crate::layers::{Math, Window};
 use crate::models::conv_shapes::{shared_convs, SharedConv};
 use crate::models::{Ctx, ModelKind, ModelState, NUM_CLASSES};
@@ -798,13 +799,7 @@ fn catch_quietly<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     panic::set_hook(Box::new(|_| {}));
     let result = panic::catch_unwind(AssertUnwindSafe(f));
     panic::set_hook(hook);
-    result.map_err(|payload| {
-        let message = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
-        message.unwrap_or_else(|| "it panicked".into())
-    })
+    result.map_err(|payload| panic_message(&*payload).unwrap_or_else(|| "it panicked".into()))
 }
 
 /// `cifar-kern bench --capture-safe`: one line per network and math, or

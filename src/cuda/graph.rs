@@ -16,7 +16,7 @@
 
 use super::Gpu;
 use crate::counters::{self, Event};
-use crate::failure::OrFail;
+use crate::failure::{panic_message, OrFail};
 use cudarc::driver::{sys, CudaGraph};
 use std::panic::{self, AssertUnwindSafe};
 
@@ -60,14 +60,8 @@ impl Gpu {
             .map_err(|e| format!("the driver refused to capture: {e:?}"))?;
         self.seal_arena(true);
         let mut capturing = Capturing { gpu: self, open: true };
-        let result = panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-            let why = payload
-                .downcast_ref::<crate::failure::GpuError>()
-                .map(ToString::to_string)
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
-            why.unwrap_or_else(|| "the captured step failed".into())
-        });
+        let result = panic::catch_unwind(AssertUnwindSafe(f))
+            .map_err(|payload| panic_message(&*payload).unwrap_or_else(|| "the captured step failed".into()));
         let graph = capturing.end();
         let result = result?;
         match graph {
